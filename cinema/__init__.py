@@ -1,0 +1,1 @@
+"""cinema-analytics: viewing events from PostgreSQL to ClickHouse marts."""

@@ -1,0 +1,55 @@
+"""Has the subscriber caught up with the publisher? Answered with WAL positions.
+
+The publisher's current WAL position is the target; the subscription has caught up
+once its replication slot's confirmed_flush_lsn reaches it, i.e. the subscriber has
+applied and durably flushed everything committed up to then. Positions only grow,
+so this holds even while new writes keep arriving.
+"""
+
+from __future__ import annotations
+
+import time
+
+from cinema import db
+from cinema.settings import Settings
+from cinema.stack import SUBSCRIPTION
+
+
+class ReplicationTimeout(TimeoutError):
+    pass
+
+
+def publisher_lsn(settings: Settings) -> str:
+    with db.closing(db.monitor(settings, "publisher")) as connection:
+        return str(db.scalar(connection, "SELECT pg_current_wal_lsn()"))
+
+
+def remaining_bytes(settings: Settings, target_lsn: str) -> int | None:
+    """Bytes of WAL between what the subscriber confirmed and `target_lsn` (0 once
+    caught up), or None if the subscription's slot does not exist."""
+    with db.closing(db.monitor(settings, "publisher")) as connection:
+        value = db.scalar(
+            connection,
+            "SELECT greatest(pg_wal_lsn_diff(%s::pg_lsn, confirmed_flush_lsn), 0)::bigint "
+            "FROM pg_replication_slots WHERE slot_name = %s",
+            (target_lsn, SUBSCRIPTION),
+        )
+    return None if value is None else int(value)
+
+
+def wait_for_subscriber(settings: Settings, timeout_seconds: float = 120.0, target_lsn: str | None = None) -> float:
+    """Block until the subscriber has everything the publisher committed before the
+    call (or up to `target_lsn`); return the seconds it took."""
+    target = target_lsn or publisher_lsn(settings)
+    began = time.monotonic()
+    while True:
+        remaining = remaining_bytes(settings, target)
+        if remaining == 0:
+            return time.monotonic() - began
+        if time.monotonic() - began > timeout_seconds:
+            state = "has no replication slot" if remaining is None else f"is {remaining} WAL bytes behind"
+            raise ReplicationTimeout(
+                f"after {timeout_seconds:.0f}s the subscription {SUBSCRIPTION} {state} publisher position {target}; "
+                "check `cinema stack status` and the subscriber's log"
+            )
+        time.sleep(0.1)

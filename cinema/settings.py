@@ -1,0 +1,169 @@
+"""The one place that reads configuration.
+
+Values come from the process environment first, then from a `.env` file in the
+working directory (python-decouple's precedence). Every other module receives a
+`Settings` object and never looks at the environment itself.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Literal, cast
+
+from decouple import Config, RepositoryEmpty, RepositoryEnv
+
+WarehouseInterface = Literal["chdb", "http"]
+LogFormat = Literal["text", "json"]
+
+
+@dataclass(frozen=True)
+class PostgresServer:
+    """Where a PostgreSQL server listens and who administers it."""
+
+    name: str
+    host: str
+    port: int
+    database: str
+    admin_user: str
+    admin_password: str
+
+
+@dataclass(frozen=True)
+class Roles:
+    """Passwords of the least-privilege roles that `postgres_init/` creates."""
+
+    producer_password: str
+    replication_password: str
+    loader_password: str
+    monitor_password: str
+
+
+@dataclass(frozen=True)
+class Warehouse:
+    """ClickHouse: embedded (chdb, one process at a time) or a server over HTTP."""
+
+    interface: WarehouseInterface
+    chdb_path: Path
+    host: str
+    port: int
+    admin_user: str
+    admin_password: str
+    loader_user: str
+    loader_password: str
+    raw_database: str
+    # How ClickHouse itself reaches the subscriber for `postgresql()` pulls: the
+    # loopback port in embedded mode, the service name on click_net in Compose.
+    subscriber_address: str
+    lock_timeout_seconds: float
+
+
+@dataclass(frozen=True)
+class LoaderSettings:
+    batch_max_rows: int
+    batch_max_wait_seconds: float
+    poll_interval_seconds: float
+    metrics_host: str
+    metrics_port: int
+    # True where the loader runs as its own long-lived service (Compose): the
+    # orchestrator then waits for it instead of draining with a second loader.
+    runs_as_service: bool
+
+
+@dataclass(frozen=True)
+class Settings:
+    state_dir: Path
+    publisher: PostgresServer
+    subscriber: PostgresServer
+    roles: Roles
+    # How the subscriber's apply worker reaches the publisher.
+    publisher_address_for_subscriber: tuple[str, int]
+    warehouse: Warehouse
+    loader: LoaderSettings
+    log_format: LogFormat
+
+    @property
+    def ground_truth_dir(self) -> Path:
+        return self.state_dir / "ground_truth"
+
+
+def _config(env_file: Path | None) -> Config:
+    path = env_file if env_file is not None else Path.cwd() / ".env"
+    return Config(RepositoryEnv(str(path)) if path.is_file() else RepositoryEmpty())
+
+
+def load_settings(env_file: Path | None = None) -> Settings:
+    config = _config(env_file)
+
+    def text(name: str, default: str | None = None) -> str:
+        value: str = config(name) if default is None else config(name, default=default)
+        return value
+
+    def number(name: str, default: int) -> int:
+        value: int = config(name, default=default, cast=int)
+        return value
+
+    def seconds(name: str, default: float) -> float:
+        value: float = config(name, default=default, cast=float)
+        return value
+
+    state_dir = Path(text("CINEMA_STATE_DIR", ".cinema")).resolve()
+    publisher = PostgresServer(
+        name="publisher",
+        host=text("POSTGRES_PUBLICIST_HOST", "127.0.0.1"),
+        port=number("POSTGRES_PUBLICIST_PORT", 55432),
+        database=text("POSTGRES_PUBLICIST_DB", "cinema"),
+        admin_user=text("POSTGRES_PUBLICIST_USER", "cinema_admin"),
+        admin_password=text("POSTGRES_PUBLICIST_PASSWORD"),
+    )
+    subscriber = PostgresServer(
+        name="subscriber",
+        host=text("POSTGRES_SUBSCRIPTION_HOST", "127.0.0.1"),
+        port=number("POSTGRES_SUBSCRIPTION_PORT", 55433),
+        database=text("POSTGRES_SUBSCRIPTION_DB", "cinema"),
+        admin_user=text("POSTGRES_SUBSCRIPTION_USER", "cinema_admin"),
+        admin_password=text("POSTGRES_SUBSCRIPTION_PASSWORD"),
+    )
+    interface = text("CLICKHOUSE_INTERFACE", "chdb")
+    if interface not in ("chdb", "http"):
+        raise ValueError(f"CLICKHOUSE_INTERFACE must be 'chdb' or 'http', got {interface!r}")
+    log_format = text("CINEMA_LOG_FORMAT", "text")
+    if log_format not in ("text", "json"):
+        raise ValueError(f"CINEMA_LOG_FORMAT must be 'text' or 'json', got {log_format!r}")
+    return Settings(
+        state_dir=state_dir,
+        publisher=publisher,
+        subscriber=subscriber,
+        roles=Roles(
+            producer_password=text("POSTGRES_PRODUCER_PASSWORD"),
+            replication_password=text("POSTGRES_REPLICATION_PASSWORD"),
+            loader_password=text("POSTGRES_LOADER_PASSWORD"),
+            monitor_password=text("POSTGRES_MONITOR_PASSWORD"),
+        ),
+        publisher_address_for_subscriber=(
+            text("PUBLISHER_HOST_FOR_SUBSCRIBER", publisher.host),
+            number("PUBLISHER_PORT_FOR_SUBSCRIBER", publisher.port),
+        ),
+        warehouse=Warehouse(
+            interface=cast(WarehouseInterface, interface),
+            chdb_path=Path(text("CLICKHOUSE_CHDB_PATH", str(state_dir / "warehouse"))).resolve(),
+            host=text("CLICKHOUSE_HOST", "127.0.0.1"),
+            port=number("CLICKHOUSE_PORT", 8123),
+            admin_user=text("CLICKHOUSE_USER", "default"),
+            admin_password=text("CLICKHOUSE_PASSWORD", ""),
+            loader_user=text("CLICKHOUSE_LOADER_USER", "cinema_loader"),
+            loader_password=text("CLICKHOUSE_LOADER_PASSWORD", ""),
+            raw_database=text("CLICKHOUSE_DB", "cinema_raw"),
+            subscriber_address=text("SUBSCRIBER_ADDRESS_FOR_CLICKHOUSE", f"{subscriber.host}:{subscriber.port}"),
+            lock_timeout_seconds=seconds("CLICKHOUSE_CHDB_LOCK_TIMEOUT_SECONDS", 600.0),
+        ),
+        loader=LoaderSettings(
+            batch_max_rows=number("LOADER_BATCH_MAX_ROWS", 500_000),
+            batch_max_wait_seconds=seconds("LOADER_BATCH_MAX_WAIT_SECONDS", 0.5),
+            poll_interval_seconds=seconds("LOADER_POLL_INTERVAL_SECONDS", 0.2),
+            metrics_host=text("LOADER_METRICS_HOST", "127.0.0.1"),
+            metrics_port=number("LOADER_METRICS_PORT", 9464),
+            runs_as_service=config("LOADER_RUNS_AS_SERVICE", default=False, cast=bool),
+        ),
+        log_format=cast(LogFormat, log_format),
+    )

@@ -1,0 +1,1 @@
+"""The loader: subscriber rows into ClickHouse, exactly once."""

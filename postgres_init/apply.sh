@@ -1,0 +1,38 @@
+#!/usr/bin/env bash
+# Applies postgres_init/ to one server, file by file in name order. The same script
+# runs in the embedded stack (`cinema stack up`) and in the postgres:18 containers'
+# first start (docker-entrypoint-initdb.d), so both get the same schema and roles.
+# Every file is idempotent: applying twice changes nothing.
+#
+# usage: apply.sh publisher|subscriber
+# Connection: the usual PG* variables (PGHOST, PGPORT, PGUSER, PGPASSWORD, PGDATABASE);
+# in the container's init, POSTGRES_USER and POSTGRES_DB stand in for PGUSER/PGDATABASE.
+# Role passwords are read by the SQL itself with \getenv, never put on a command line.
+set -euo pipefail
+
+side=${1:-}
+case "$side" in
+  publisher)
+    required=(POSTGRES_PRODUCER_PASSWORD POSTGRES_REPLICATION_PASSWORD POSTGRES_MONITOR_PASSWORD) ;;
+  subscriber)
+    required=(POSTGRES_LOADER_PASSWORD POSTGRES_MONITOR_PASSWORD POSTGRES_REPLICATION_PASSWORD
+              PUBLISHER_HOST_FOR_SUBSCRIBER PUBLISHER_PORT_FOR_SUBSCRIBER POSTGRES_PUBLICIST_DB) ;;
+  *)
+    echo "usage: apply.sh publisher|subscriber" >&2
+    exit 2 ;;
+esac
+for name in "${required[@]}"; do
+  if [ -z "${!name:-}" ]; then
+    echo "apply.sh $side: environment variable $name is not set" >&2
+    exit 2
+  fi
+done
+
+export PGUSER="${PGUSER:-${POSTGRES_USER:?neither PGUSER nor POSTGRES_USER is set}}"
+export PGDATABASE="${PGDATABASE:-${POSTGRES_DB:?neither PGDATABASE nor POSTGRES_DB is set}}"
+here=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
+psql_bin=${PSQL:-psql}
+
+for file in "$here/$side"/*.sql; do
+  "$psql_bin" --no-psqlrc --quiet --set ON_ERROR_STOP=1 --file "$file"
+done

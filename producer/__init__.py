@@ -1,0 +1,1 @@
+"""The event producer: realistic viewing sessions written to the publisher."""

@@ -1,0 +1,210 @@
+"""How one person watches one film: the viewing-session state machine.
+
+    start -> playing --heartbeat every `heartbeat_ms` of playback--> playing
+    playing --pause--> paused --resume--> playing
+    playing --seek (forward or back)--> playing
+    playing|paused --stop--> ended          (explicit stop, or the end of the film)
+    playing|paused --(nothing more)--> ended (abandoned: the app was closed or died)
+
+Time is in integer milliseconds. The position advances exactly with playback time,
+never passes the runtime, and is unchanged while paused. Every event is at least a
+second after the previous one, so ordering a session by event time is unambiguous.
+The session also keeps the truth that the marts must reproduce: watched time counts
+only playing intervals, up to the last event the player sent.
+"""
+
+from __future__ import annotations
+
+import random
+from dataclasses import dataclass
+
+from producer.catalog import Movie
+
+START, HEARTBEAT, PAUSE, RESUME, SEEK, STOP = "start", "heartbeat", "pause", "resume", "seek", "stop"
+EVENT_TYPES = (START, HEARTBEAT, PAUSE, RESUME, SEEK, STOP)
+QUIT = "quit"  # an internal decision, never an event type
+MIN_GAP_MS = 1_000
+COMPLETED_AT = 0.9
+
+
+@dataclass(frozen=True)
+class Behaviour:
+    heartbeat_ms: int = 30_000
+    pauses_per_hour: float = 1.7
+    seeks_per_hour: float = 1.2
+    # Chance per hour of playback of walking away, by how far into the film:
+    # sampling the opening, the long middle, the last act.
+    quit_per_hour_opening: float = 0.75
+    quit_per_hour_middle: float = 0.12
+    quit_per_hour_last_act: float = 0.2
+    # Of those who walk away, how many press stop; the rest just close the app.
+    explicit_stop_share: float = 0.65
+    # Chance that a pause is the end of the session.
+    leave_while_paused: float = 0.08
+    # Chance of continuing a film started earlier instead of from the beginning.
+    continue_watching: float = 0.15
+    # Chance of watching the end credits through instead of stopping when they begin.
+    watch_credits: float = 0.2
+
+
+@dataclass(frozen=True)
+class SessionTruth:
+    """What really happened in a session, in the units of the marts."""
+
+    watched_ms: int
+    max_position_ms: int
+    pauses: int
+    seeks: int
+    events: int
+    started_ms: int
+    ended_ms: int
+    stopped: bool
+    runtime_ms: int
+
+    @property
+    def completion(self) -> float:
+        return min(1.0, self.max_position_ms / self.runtime_ms)
+
+    @property
+    def completed(self) -> bool:
+        return self.completion >= COMPLETED_AT
+
+    @property
+    def end_reason(self) -> str:
+        return "stopped" if self.stopped else "abandoned"
+
+
+class Session:
+    """One viewing session, advanced one event at a time (cheap enough to keep tens of
+    thousands alive at once in live mode)."""
+
+    __slots__ = (
+        "_credits_ms",
+        "_ended",
+        "_pauses",
+        "_playing",
+        "_rng",
+        "_seeks",
+        "_started_ms",
+        "_stopped",
+        "_watched_ms",
+        "behaviour",
+        "events",
+        "max_position_ms",
+        "movie",
+        "position_ms",
+        "time_ms",
+    )
+
+    def __init__(self, rng: random.Random, movie: Movie, start_ms: int, behaviour: Behaviour) -> None:
+        self._rng = rng
+        self.movie = movie
+        self.behaviour = behaviour
+        runtime = movie.runtime_ms
+        credits = int(runtime * rng.uniform(0.03, 0.07))
+        self._credits_ms = runtime if rng.random() < behaviour.watch_credits else runtime - credits
+        if rng.random() < behaviour.continue_watching:
+            self.position_ms = int(runtime * rng.uniform(0.05, 0.6)) // 1000 * 1000
+        else:
+            self.position_ms = 0
+        self.time_ms = start_ms
+        self._started_ms = start_ms
+        self.max_position_ms = self.position_ms
+        self._watched_ms = 0
+        self._pauses = 0
+        self._seeks = 0
+        self._playing = False
+        self._ended = False
+        self._stopped = False
+        self.events = 0
+
+    def next_event(self) -> tuple[str, int, int] | None:
+        """The next (event_type, position_ms, event_time_ms), or None once the session is over."""
+        if self._ended:
+            return None
+        if self.events == 0:
+            self._playing = True
+            return self._emit(START, 0)
+        return self._while_playing() if self._playing else self._while_paused()
+
+    def truth(self) -> SessionTruth:
+        return SessionTruth(
+            watched_ms=self._watched_ms,
+            max_position_ms=self.max_position_ms,
+            pauses=self._pauses,
+            seeks=self._seeks,
+            events=self.events,
+            started_ms=self._started_ms,
+            ended_ms=self.time_ms,
+            stopped=self._stopped,
+            runtime_ms=self.movie.runtime_ms,
+        )
+
+    def _emit(self, event_type: str, elapsed_ms: int) -> tuple[str, int, int]:
+        self.time_ms += elapsed_ms
+        self.events += 1
+        self.max_position_ms = max(self.max_position_ms, self.position_ms)
+        return event_type, self.position_ms, self.time_ms
+
+    def _quit_per_hour(self) -> float:
+        progress = self.position_ms / self.movie.runtime_ms
+        behaviour = self.behaviour
+        if progress < 0.1:
+            rate = behaviour.quit_per_hour_opening
+        elif progress < 0.8:
+            rate = behaviour.quit_per_hour_middle
+        else:
+            rate = behaviour.quit_per_hour_last_act
+        return rate / self.movie.appeal
+
+    def _while_playing(self) -> tuple[str, int, int] | None:
+        rng, behaviour = self._rng, self.behaviour
+        step = behaviour.heartbeat_ms
+        hours = step / 3_600_000
+        runtime = self.movie.runtime_ms
+        # Where playback would end: when the credits start, or at the very end for
+        # those who stay (or who already seeked past the credits).
+        end_at = self._credits_ms if self.position_ms < self._credits_ms else runtime
+        candidates: list[tuple[int, str]] = []
+        if end_at - self.position_ms <= step:
+            candidates.append((max(MIN_GAP_MS, end_at - self.position_ms), STOP))
+        for rate, action in (
+            (behaviour.pauses_per_hour, PAUSE),
+            (behaviour.seeks_per_hour, SEEK),
+            (self._quit_per_hour(), QUIT),
+        ):
+            if rng.random() < rate * hours:
+                candidates.append((rng.randrange(MIN_GAP_MS, step - MIN_GAP_MS), action))
+        elapsed, action = min(candidates, default=(step, HEARTBEAT))
+        if action == QUIT:
+            if rng.random() >= behaviour.explicit_stop_share:
+                # The app was closed: nothing more arrives, the session ends at its last event.
+                self._ended = True
+                return None
+            action = STOP
+        self._watched_ms += elapsed
+        # The player holds the position at the end of the film.
+        self.position_ms = min(runtime, self.position_ms + elapsed)
+        if action == STOP:
+            self._ended, self._stopped = True, True
+        elif action == PAUSE:
+            self._playing = False
+            self._pauses += 1
+        elif action == SEEK:
+            self._seeks += 1
+            jump = rng.randrange(30_000, 480_000) if rng.random() < 0.6 else -rng.randrange(10_000, 180_000)
+            self.position_ms = max(0, min(runtime - MIN_GAP_MS, self.position_ms + jump))
+        return self._emit(action, elapsed)
+
+    def _while_paused(self) -> tuple[str, int, int] | None:
+        rng = self._rng
+        # Pauses are mostly short (a drink, a phone call), sometimes long (dinner).
+        duration = max(MIN_GAP_MS, min(int(rng.lognormvariate(11.4, 1.1)), 4 * 3_600_000))
+        if rng.random() < self.behaviour.leave_while_paused:
+            if rng.random() < 0.5:
+                self._ended = True
+                return None
+            self._ended, self._stopped = True, True
+            return self._emit(STOP, duration)
+        self._playing = True
+        return self._emit(RESUME, duration)

@@ -1,0 +1,288 @@
+"""Generate realistic viewing events into the publisher (`cinema generate`).
+
+Backfill (default): exactly `--events` rows whose sessions start across
+[--start, --end), written as fast as the publisher takes them by `--writers`
+concurrent transactions. Live (`--rate`): a steady stream at about `--rate`
+events per second for `--duration` seconds, each event written when it happens.
+
+The same options with the same `--seed` give the same rows. A backfill is
+idempotent: its chunks are recorded on the publisher, so running it again (or
+after a crash) writes only what is missing. The ground truth of every finished
+session goes to a CSV file for the marts to be checked against.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+import random
+import sys
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
+from itertools import islice
+from pathlib import Path
+
+import click
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
+
+from cinema import db
+from cinema.settings import Settings
+from producer.behaviour import Behaviour
+from producer.catalog import load_movies, make_users
+from producer.ground_truth import GroundTruthWriter
+from producer.stream import (
+    BackfillArrivals,
+    EventStream,
+    PoolArrivals,
+    Row,
+    World,
+    backfill_rate,
+)
+from producer.writer import Chunk, ChunkWriters, committed_chunks, copy_text, ensure_reference_data
+
+log = logging.getLogger(__name__)
+
+LIVE_FLUSH_SECONDS = 0.1
+
+
+@dataclass(frozen=True)
+class Generation:
+    seed: int
+    users: int
+    writers: int
+    chunk_size: int
+    dirty_rate: float
+    behaviour: Behaviour
+
+    def key(self, *parts: object) -> str:
+        text = "|".join(map(str, (self.seed, self.users, self.dirty_rate, self.behaviour, *parts)))
+        return hashlib.sha256(text.encode()).hexdigest()[:16]
+
+
+@dataclass(frozen=True)
+class Outcome:
+    run_key: str
+    rows_written: int
+    chunks_skipped: int
+    sessions_finished: int
+    seconds: float
+    ground_truth: Path
+
+
+def _chunks(rows: Iterator[Row], size: int) -> Iterator[tuple[int, list[Row]]]:
+    for number in range(sys.maxsize):
+        batch = list(islice(rows, size))
+        if not batch:
+            return
+        yield number, batch
+
+
+def backfill(
+    settings: Settings,
+    generation: Generation,
+    events: int,
+    start: datetime,
+    end: datetime,
+    *,
+    run_key: str | None = None,
+    show_progress: bool = False,
+) -> Outcome:
+    start_ms, end_ms = int(start.timestamp() * 1000), int(end.timestamp() * 1000)
+    run_key = run_key or generation.key("backfill", events, start_ms, end_ms, generation.chunk_size)
+    users = make_users(generation.users)
+    world = World(users, load_movies())
+    with db.closing(db.producer(settings)) as connection:
+        ensure_reference_data(connection, users, world.movies)
+        done = committed_chunks(connection, run_key)
+    rate = backfill_rate(world, generation.behaviour, generation.seed, events, start_ms, end_ms)
+    arrivals = BackfillArrivals(random.Random(f"{generation.seed}/arrivals"), world, start_ms, rate)
+    truth_path = settings.ground_truth_dir / f"{run_key}.csv"
+    began = time.monotonic()
+    with GroundTruthWriter(truth_path) as truth:
+        stream = EventStream(generation.seed, world, arrivals, generation.behaviour, generation.dirty_rate, truth)
+        writers = ChunkWriters(lambda: db.producer(settings), run_key, generation.writers)
+        progress = Progress(
+            TextColumn("events"),
+            BarColumn(),
+            MofNCompleteColumn(),
+            TimeRemainingColumn(),
+            disable=not show_progress,
+            transient=True,
+        )
+        try:
+            with progress:
+                task = progress.add_task("events", total=events)
+                for number, rows in _chunks(islice(iter(stream), events), generation.chunk_size):
+                    if number not in done:
+                        writers.submit(Chunk(number, len(rows), copy_text(rows)))
+                    progress.advance(task, len(rows))
+        finally:
+            writers.close()
+    return Outcome(
+        run_key,
+        writers.rows_written,
+        writers.chunks_skipped + len(done),
+        truth.sessions,
+        time.monotonic() - began,
+        truth_path,
+    )
+
+
+def live(settings: Settings, generation: Generation, rate: float, duration_seconds: float) -> Outcome:
+    """Write events as they happen, at about `rate` per second, for `duration_seconds`."""
+    run_key = f"live-{generation.key('live', time.time_ns())}"
+    users = make_users(generation.users)
+    world = World(users, load_movies())
+    with db.closing(db.producer(settings)) as connection:
+        ensure_reference_data(connection, users, world.movies)
+    heartbeat_ms = generation.behaviour.heartbeat_ms
+    # A playing viewer sends about one event per heartbeat interval.
+    pool = max(1, round(rate * heartbeat_ms / 1000))
+    began_ms = int(time.time() * 1000)
+    arrivals = PoolArrivals(random.Random(f"{generation.seed}/arrivals"), world, began_ms, pool, heartbeat_ms)
+    truth_path = settings.ground_truth_dir / f"{run_key}.csv"
+    end_ms = began_ms + int(duration_seconds * 1000)
+    began = time.monotonic()
+    with GroundTruthWriter(truth_path) as truth:
+        stream = iter(EventStream(generation.seed, world, arrivals, generation.behaviour, generation.dirty_rate, truth))
+        writers = ChunkWriters(lambda: db.producer(settings), run_key, generation.writers)
+        try:
+            _pace(stream, writers, end_ms, generation.chunk_size)
+        finally:
+            writers.close()
+    return Outcome(run_key, writers.rows_written, 0, truth.sessions, time.monotonic() - began, truth_path)
+
+
+def _pace(stream: Iterator[Row], writers: ChunkWriters, end_ms: int, chunk_size: int) -> None:
+    """Hand rows to the writers once their time has come, flushing every 100 ms."""
+    pending: list[Row] = []
+    number = 0
+    upcoming = next(stream, None)
+    while upcoming is not None and upcoming[7] < end_ms:
+        now_ms = int(time.time() * 1000)
+        while upcoming is not None and upcoming[7] <= now_ms and len(pending) < chunk_size:
+            pending.append(upcoming)
+            upcoming = next(stream, None)
+        if pending:
+            writers.submit(Chunk(number, len(pending), copy_text(pending)))
+            number += 1
+            pending = []
+        if upcoming is not None and upcoming[7] > now_ms:
+            time.sleep(min(LIVE_FLUSH_SECONDS, (upcoming[7] - now_ms) / 1000))
+
+
+def _utc(value: datetime) -> datetime:
+    return value.replace(tzinfo=UTC) if value.tzinfo is None else value.astimezone(UTC)
+
+
+@click.command(
+    "generate",
+    help=__doc__,
+    epilog="Example: cinema generate --events 100000 --seed 1 --writers 4",
+)
+@click.option(
+    "--events",
+    type=click.IntRange(min=1),
+    default=100_000,
+    show_default=True,
+    help="Backfill: exact number of rows to write.",
+)
+@click.option(
+    "--start",
+    type=click.DateTime(),
+    default=None,
+    help="Backfill: first session start, UTC [default: --end minus 7 days].",
+)
+@click.option(
+    "--end",
+    type=click.DateTime(),
+    default=None,
+    help="Backfill: sessions start before this, UTC [default: today 00:00 UTC].",
+)
+@click.option("--rate", type=click.FloatRange(min=0, min_open=True), default=None, help="Live mode: events per second.")
+@click.option(
+    "--duration",
+    type=click.FloatRange(min=0, min_open=True),
+    default=60.0,
+    show_default=True,
+    help="Live mode: seconds to run.",
+)
+@click.option("--seed", type=int, default=None, help="Same seed, same rows [default: random, printed].")
+@click.option("--users", type=click.IntRange(min=1), default=2_000, show_default=True, help="Households.")
+@click.option(
+    "--writers",
+    type=click.IntRange(1, 64),
+    default=4,
+    show_default=True,
+    help="Concurrent writer transactions.",
+)
+@click.option(
+    "--chunk-size", type=click.IntRange(min=1), default=5_000, show_default=True, help="Rows per transaction."
+)
+@click.option(
+    "--dirty-rate",
+    type=click.FloatRange(0, 1),
+    default=0.0,
+    show_default=True,
+    help="Share of sessions given a dirty-data kind: duplicate, late or orphan.",
+)
+@click.option(
+    "--heartbeat-seconds",
+    type=click.IntRange(min=5),
+    default=30,
+    show_default=True,
+    help="Playback seconds between progress heartbeats.",
+)
+@click.option("--run-key", default=None, help="Name of this generation for idempotency [default: from options].")
+def generate(
+    events: int,
+    start: datetime | None,
+    end: datetime | None,
+    rate: float | None,
+    duration: float,
+    seed: int | None,
+    users: int,
+    writers: int,
+    chunk_size: int,
+    dirty_rate: float,
+    heartbeat_seconds: int,
+    run_key: str | None,
+) -> None:
+    from cinema.cli import settings_from_context
+
+    settings = settings_from_context()
+    if seed is None:
+        seed = random.SystemRandom().randrange(2**31)
+        log.info("no --seed given; using %d", seed)
+    generation = Generation(
+        seed, users, writers, chunk_size, dirty_rate, Behaviour(heartbeat_ms=heartbeat_seconds * 1000)
+    )
+    if rate is not None:
+        outcome = live(settings, generation, rate, duration)
+    else:
+        end_at = _utc(end) if end else datetime.now(UTC).replace(hour=0, minute=0, second=0, microsecond=0)
+        start_at = _utc(start) if start else end_at - timedelta(days=7)
+        if start_at >= end_at:
+            raise click.BadParameter(f"--start {start_at:%F %T} is not before --end {end_at:%F %T}")
+        outcome = backfill(
+            settings, generation, events, start_at, end_at, run_key=run_key, show_progress=sys.stderr.isatty()
+        )
+    rows_per_second = outcome.rows_written / outcome.seconds if outcome.seconds else 0.0
+    click.echo(
+        f"run {outcome.run_key}: {outcome.rows_written} events written "
+        f"({rows_per_second:,.0f}/s over {outcome.seconds:.1f}s), {outcome.chunks_skipped} chunk(s) "
+        f"already there, {outcome.sessions_finished} finished sessions -> {outcome.ground_truth}"
+    )
+
+
+def main() -> None:
+    """`python producer/generate_events.py ...`, the original entry point."""
+    from cinema.cli import main as cinema
+
+    cinema(["generate", *sys.argv[1:]])
+
+
+if __name__ == "__main__":
+    main()

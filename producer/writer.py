@@ -1,0 +1,191 @@
+"""Writing to the publisher: reference data, then events in chunks.
+
+Each chunk is one transaction: a COPY of its events plus a `producer_batches` row
+naming it. Rerunning the same generation skips chunks already committed, and a
+chunk whose commit raced with another writer (or whose acknowledgement was lost)
+fails on that row's primary key and is rolled back whole: events are written
+exactly once even when the producer is killed and restarted.
+"""
+
+from __future__ import annotations
+
+import io
+import logging
+import queue
+import threading
+import time
+from collections.abc import Callable, Iterable, Sequence
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from functools import lru_cache
+
+import psycopg2
+import psycopg2.errors
+from psycopg2.extras import execute_values
+
+from cinema.db import Connection
+from producer.catalog import Movie, User
+from producer.stream import Row
+
+log = logging.getLogger(__name__)
+
+EVENT_COLUMNS = (
+    "event_id",
+    "session_id",
+    "user_id",
+    "movie_id",
+    "device_type",
+    "event_type",
+    "position_ms",
+    "event_time",
+)
+COPY_EVENTS = f"COPY viewing_events ({', '.join(EVENT_COLUMNS)}) FROM STDIN"
+RETRY_DELAYS_SECONDS = (0.5, 1, 2, 4, 8, 15, 30)
+
+
+@lru_cache(maxsize=65_536)
+def _second_text(epoch_seconds: int) -> str:
+    return datetime.fromtimestamp(epoch_seconds, UTC).strftime("%Y-%m-%d %H:%M:%S")
+
+
+def timestamp_text(epoch_ms: int) -> str:
+    seconds, millis = divmod(epoch_ms, 1000)
+    return f"{_second_text(seconds)}.{millis:03d}+00"
+
+
+def copy_text(rows: Iterable[Row]) -> str:
+    """Rows in COPY's text format. Every field is a uuid, a number or a fixed word:
+    nothing needs escaping."""
+    return "".join(f"{e}\t{s}\t{u}\t{m}\t{d}\t{t}\t{p}\t{timestamp_text(ms)}\n" for e, s, u, m, d, t, p, ms in rows)
+
+
+def ensure_reference_data(connection: Connection, users: Sequence[User], movies: Sequence[Movie]) -> None:
+    with connection.cursor() as cursor:
+        execute_values(
+            cursor,
+            "INSERT INTO movies (movie_id, title, release_year, genre, runtime_seconds) VALUES %s "
+            "ON CONFLICT (movie_id) DO NOTHING",
+            [(m.movie_id, m.title, m.release_year, m.genre, m.runtime_seconds) for m in movies],
+        )
+        execute_values(
+            cursor,
+            "INSERT INTO users (user_id, display_name, country_code, utc_offset_minutes, plan, signed_up_at) "
+            "VALUES %s ON CONFLICT (user_id) DO NOTHING",
+            [
+                (
+                    u.user_id,
+                    u.display_name,
+                    u.country.code,
+                    u.country.utc_offset_minutes,
+                    u.plan,
+                    u.signed_up_at,
+                )
+                for u in users
+            ],
+            page_size=1000,
+        )
+    connection.commit()
+
+
+def committed_chunks(connection: Connection, run_key: str) -> set[int]:
+    with connection.cursor() as cursor:
+        cursor.execute("SELECT chunk_no FROM producer_batches WHERE run_key = %s", (run_key,))
+        chunks = {row[0] for row in cursor.fetchall()}
+    connection.commit()
+    return chunks
+
+
+@dataclass(frozen=True)
+class Chunk:
+    number: int
+    rows: int
+    text: str
+
+
+def write_chunk(connection: Connection, run_key: str, chunk: Chunk) -> bool:
+    """Commit one chunk; False if it was already committed."""
+    try:
+        with connection.cursor() as cursor:
+            cursor.copy_expert(COPY_EVENTS, io.StringIO(chunk.text), size=1 << 20)
+            cursor.execute(
+                "INSERT INTO producer_batches (run_key, chunk_no, events) VALUES (%s, %s, %s)",
+                (run_key, chunk.number, chunk.rows),
+            )
+        connection.commit()
+    except psycopg2.errors.UniqueViolation:
+        connection.rollback()
+        return False
+    return True
+
+
+class ChunkWriters:
+    """K threads, each with its own connection and transaction, committing chunks
+    concurrently (which is what makes commit order differ from id order)."""
+
+    def __init__(self, connect: Callable[[], Connection], run_key: str, writers: int) -> None:
+        self._connect = connect
+        self._run_key = run_key
+        self._queue: queue.Queue[Chunk | None] = queue.Queue(maxsize=writers * 2)
+        self._errors: list[BaseException] = []
+        self._lock = threading.Lock()
+        self.rows_written = 0
+        self.chunks_skipped = 0
+        self._threads = [
+            threading.Thread(target=self._work, name=f"writer-{number}", daemon=True) for number in range(writers)
+        ]
+        for thread in self._threads:
+            thread.start()
+
+    def submit(self, chunk: Chunk) -> None:
+        while True:
+            if self._errors:
+                raise self._errors[0]
+            try:
+                self._queue.put(chunk, timeout=0.5)
+                return
+            except queue.Full:
+                continue
+
+    def close(self) -> None:
+        for _ in self._threads:
+            self._queue.put(None)
+        for thread in self._threads:
+            thread.join()
+        if self._errors:
+            raise self._errors[0]
+
+    def _work(self) -> None:
+        connection: Connection | None = None
+        try:
+            while (chunk := self._queue.get()) is not None:
+                connection = self._write_with_retries(connection, chunk)
+        except BaseException as error:  # surfaced to the submitting thread
+            self._errors.append(error)
+            while self._queue.get() is not None:  # drain so submit() never blocks forever
+                pass
+        finally:
+            if connection is not None:
+                connection.close()
+
+    def _write_with_retries(self, connection: Connection | None, chunk: Chunk) -> Connection:
+        for attempt, delay in enumerate((*RETRY_DELAYS_SECONDS, None)):
+            try:
+                if connection is None or connection.closed:
+                    connection = self._connect()
+                written = write_chunk(connection, self._run_key, chunk)
+            except psycopg2.OperationalError as error:
+                # Transient: the server restarted or the network blinked. The chunk's
+                # bookkeeping row makes the retry safe whether or not the commit landed.
+                if delay is None:
+                    raise
+                log.warning("chunk %d: %s; retry %d in %.1fs", chunk.number, str(error).strip(), attempt + 1, delay)
+                connection = None
+                time.sleep(delay)
+                continue
+            with self._lock:
+                if written:
+                    self.rows_written += chunk.rows
+                else:
+                    self.chunks_skipped += 1
+            return connection
+        raise AssertionError("unreachable: the last retry re-raises")

@@ -1,0 +1,138 @@
+"""The merged event stream: determinism, time patterns and each dirty-data kind."""
+
+from __future__ import annotations
+
+import random
+from collections import Counter, defaultdict
+from datetime import UTC, datetime
+from itertools import islice
+
+import pytest
+
+from producer.behaviour import START, Behaviour
+from producer.catalog import load_movies, make_users
+from producer.stream import (
+    BackfillArrivals,
+    EventStream,
+    Row,
+    SessionRecord,
+    World,
+    backfill_rate,
+    viewing_weight,
+)
+from tests.unit.test_behaviour import replay
+
+START_MS = int(datetime(2026, 11, 2, tzinfo=UTC).timestamp() * 1000)  # a Monday
+END_MS = START_MS + 3 * 86_400_000
+
+
+@pytest.fixture(scope="module")
+def world() -> World:
+    return World(make_users(300), load_movies())
+
+
+def run(world: World, seed: int, events: int, dirty_rate: float = 0.0) -> tuple[list[Row], list[SessionRecord]]:
+    rate = backfill_rate(world, Behaviour(), seed, events, START_MS, END_MS)
+    finished: list[SessionRecord] = []
+    arrivals = BackfillArrivals(random.Random(f"{seed}/arrivals"), world, START_MS, rate)
+    stream = EventStream(seed, world, arrivals, Behaviour(), dirty_rate, finished.append)
+    return list(islice(iter(stream), events)), finished
+
+
+def test_same_seed_same_rows_different_seed_different_rows(world):
+    first, _ = run(world, 1, 5_000)
+    assert first == run(world, 1, 5_000)[0]
+    assert first != run(world, 2, 5_000)[0]
+
+
+def test_exact_count_unique_ids_and_delivery_in_time_order(world):
+    rows, finished = run(world, 3, 20_000)
+    assert len(rows) == 20_000
+    assert len({row[0] for row in rows}) == 20_000
+    times = [row[7] for row in rows]
+    assert times == sorted(times)
+    assert all(record.dirty_kind is None for record in finished)
+
+
+def test_sessions_span_the_range(world):
+    rows, _ = run(world, 4, 40_000)
+    starts = [row[7] for row in rows if row[5] == START]
+    assert min(starts) - START_MS < 6 * 3_600_000
+    # The count is exact; the span is an estimate that may run a little long or short.
+    assert 0.75 * (END_MS - START_MS) < max(starts) - START_MS < 1.25 * (END_MS - START_MS)
+
+
+def test_evenings_and_weekends_are_busier():
+    saturday_evening = int(datetime(2026, 11, 7, 21, tzinfo=UTC).timestamp() * 1000)
+    tuesday_evening = int(datetime(2026, 11, 3, 21, tzinfo=UTC).timestamp() * 1000)
+    tuesday_morning = int(datetime(2026, 11, 3, 4, tzinfo=UTC).timestamp() * 1000)
+    assert viewing_weight(saturday_evening, 0) > viewing_weight(tuesday_evening, 0)
+    assert viewing_weight(tuesday_evening, 0) > 10 * viewing_weight(tuesday_morning, 0)
+    # 21:00 UTC is early morning in Tokyo.
+    assert viewing_weight(tuesday_evening, 540) < viewing_weight(tuesday_evening, 0)
+
+
+def test_popular_movies_are_watched_more(world):
+    rows, _ = run(world, 5, 40_000)
+    starts = Counter(row[3] for row in rows if row[5] == START)
+    rank = {movie.movie_id: movie.popularity_rank for movie in load_movies()}
+    top = sum(count for movie, count in starts.items() if rank[movie] <= 18)
+    assert top > 0.3 * sum(starts.values())
+
+
+@pytest.fixture(scope="module")
+def dirty(world) -> tuple[list[Row], list[SessionRecord]]:
+    return run(world, 6, 60_000, dirty_rate=0.6)
+
+
+def test_duplicates_repeat_the_whole_event(dirty):
+    rows, finished = dirty
+    # Sessions still running when the stream was cut are not finished: judge the finished ones.
+    kinds = {record.session_id: record.dirty_kind for record in finished}
+    copies = Counter(rows)
+    repeated = {row[1] for row, count in copies.items() if count > 1 and row[1] in kinds}
+    assert repeated
+    assert {kinds[session] for session in repeated} == {"duplicate"}
+
+
+def test_late_events_arrive_after_later_events_of_their_session(dirty):
+    rows, finished = dirty
+    kinds = {record.session_id: record.dirty_kind for record in finished}
+    latest_seen: dict[str, int] = {}
+    arrived_late = set()
+    delivered: set[Row] = set()
+    for row in rows:
+        if row in delivered:
+            continue  # a redelivered duplicate, not a late first delivery
+        delivered.add(row)
+        if row[7] < latest_seen.get(row[1], 0):
+            arrived_late.add(row[1])
+        latest_seen[row[1]] = max(latest_seen.get(row[1], 0), row[7])
+    arrived_late &= kinds.keys()
+    assert arrived_late
+    assert {kinds[session] for session in arrived_late} == {"late"}
+
+
+def test_orphans_have_no_start_and_no_truth(dirty):
+    rows, finished = dirty
+    orphans = {record.session_id for record in finished if record.dirty_kind == "orphan"}
+    assert orphans
+    assert all(record.truth is None for record in finished if record.dirty_kind == "orphan")
+    assert not any(row[5] == START for row in rows if row[1] in orphans)
+
+
+def test_cleaning_recovers_the_truth_of_duplicate_and_late_sessions(dirty):
+    rows, finished = dirty
+    by_session: dict[str, dict[str, Row]] = defaultdict(dict)
+    for row in rows:
+        by_session[row[1]][row[0]] = row  # deduplicate by event id
+    checked = 0
+    for record in finished:
+        if record.truth is None:
+            continue
+        events = sorted(by_session[record.session_id].values(), key=lambda row: row[7])
+        replayed = replay([(row[5], row[6], row[7]) for row in events])
+        assert replayed == (record.truth.watched_ms, record.truth.max_position_ms)
+        assert len(events) == record.truth.events
+        checked += record.dirty_kind is not None
+    assert checked > 20
