@@ -87,6 +87,13 @@ def closing(connection: Connection) -> Iterator[Connection]:
         connection.close()
 
 
+def run_as_admin(settings: Settings, side: str, *statements: str, database: str | None = None) -> None:
+    """Run statements one by one in autocommit (CREATE DATABASE, ALTER SUBSCRIPTION, ... need it)."""
+    with closing(admin(settings, side, database=database)) as connection, connection.cursor() as cursor:
+        for statement in statements:
+            cursor.execute(statement)
+
+
 def scalar(connection: Connection, sql: str, params: tuple[object, ...] = ()) -> Any:
     with connection.cursor() as cursor:
         cursor.execute(sql, params)

@@ -19,6 +19,10 @@ class ReplicationTimeout(TimeoutError):
     pass
 
 
+class SubscriptionMissing(RuntimeError):
+    """The publisher has no replication slot for the subscription: nothing will ever arrive."""
+
+
 def publisher_lsn(settings: Settings) -> str:
     with db.closing(db.monitor(settings, "publisher")) as connection:
         return str(db.scalar(connection, "SELECT pg_current_wal_lsn()"))
@@ -44,12 +48,15 @@ def wait_for_subscriber(settings: Settings, timeout_seconds: float = 120.0, targ
     began = time.monotonic()
     while True:
         remaining = remaining_bytes(settings, target)
+        if remaining is None:
+            raise SubscriptionMissing(
+                f"the publisher has no replication slot {SUBSCRIPTION}; run `cinema stack up` to recreate it"
+            )
         if remaining == 0:
             return time.monotonic() - began
         if time.monotonic() - began > timeout_seconds:
-            state = "has no replication slot" if remaining is None else f"is {remaining} WAL bytes behind"
             raise ReplicationTimeout(
-                f"after {timeout_seconds:.0f}s the subscription {SUBSCRIPTION} {state} publisher position {target}; "
-                "check `cinema stack status` and the subscriber's log"
+                f"after {timeout_seconds:.0f}s the subscription {SUBSCRIPTION} is {remaining} WAL bytes behind "
+                f"publisher position {target}; check `cinema stack status` and the subscriber's log"
             )
         time.sleep(0.1)

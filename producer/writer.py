@@ -43,14 +43,18 @@ COPY_EVENTS = f"COPY viewing_events ({', '.join(EVENT_COLUMNS)}) FROM STDIN"
 RETRY_DELAYS_SECONDS = (0.5, 1, 2, 4, 8, 15, 30)
 
 
-@lru_cache(maxsize=65_536)
-def _second_text(epoch_seconds: int) -> str:
-    return datetime.fromtimestamp(epoch_seconds, UTC).strftime("%Y-%m-%d %H:%M:%S")
+@lru_cache(maxsize=4096)
+def _day_text(epoch_day: int) -> str:
+    return datetime.fromtimestamp(epoch_day * 86_400, UTC).strftime("%Y-%m-%d")
 
 
 def timestamp_text(epoch_ms: int) -> str:
+    """ISO 8601 in UTC with milliseconds, as COPY reads it; arithmetic instead of strftime per row."""
     seconds, millis = divmod(epoch_ms, 1000)
-    return f"{_second_text(seconds)}.{millis:03d}+00"
+    day, second_of_day = divmod(seconds, 86_400)
+    hour, rest = divmod(second_of_day, 3600)
+    minute, second = divmod(rest, 60)
+    return f"{_day_text(day)} {hour:02d}:{minute:02d}:{second:02d}.{millis:03d}+00"
 
 
 def copy_text(rows: Iterable[Row]) -> str:

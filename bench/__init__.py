@@ -1,0 +1,1 @@
+"""`make bench`: every stage measured against its reference in the same run."""
