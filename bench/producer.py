@@ -8,21 +8,19 @@ formatted, into a table with the same constraints.
 from __future__ import annotations
 
 import io
-import random
 import re
 import subprocess
 import time
 from collections.abc import Callable
 from dataclasses import replace
 from datetime import UTC, datetime, timedelta
-from itertools import islice
 
 from cinema import db
 from cinema.settings import Settings
 from cinema.stack import apply_init
 from producer.behaviour import Behaviour
 from producer.catalog import load_movies, make_users
-from producer.stream import BackfillArrivals, EventStream, World, backfill_rate
+from producer.stream import World, backfill_stream
 from producer.writer import COPY_EVENTS, copy_text, ensure_reference_data
 
 PRODUCER_DATABASE = "cinema_bench_producer"
@@ -37,10 +35,7 @@ def _same_rows_as_copy_text(events: int) -> str:
     """The rows `cinema generate --seed SEED --events N` writes, in COPY text format."""
     world = World(make_users(USERS), load_movies())
     start_ms, end_ms = int(START.timestamp() * 1000), int(END.timestamp() * 1000)
-    rate = backfill_rate(world, Behaviour(), SEED, events, start_ms, end_ms)
-    arrivals = BackfillArrivals(random.Random(f"{SEED}/arrivals"), world, start_ms, rate)
-    stream = EventStream(SEED, world, arrivals, Behaviour(), 0.0, lambda _record: None)
-    return copy_text(islice(iter(stream), events))
+    return copy_text(backfill_stream(SEED, world, Behaviour(), 0.0, events, start_ms, end_ms, lambda _record: None))
 
 
 def _fresh_database(settings: Settings, name: str) -> None:

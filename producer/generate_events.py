@@ -32,14 +32,7 @@ from cinema.settings import Settings
 from producer.behaviour import Behaviour
 from producer.catalog import load_movies, make_users
 from producer.ground_truth import GroundTruthWriter
-from producer.stream import (
-    BackfillArrivals,
-    EventStream,
-    PoolArrivals,
-    Row,
-    World,
-    backfill_rate,
-)
+from producer.stream import EventStream, PoolArrivals, Row, World, backfill_stream
 from producer.writer import Chunk, ChunkWriters, committed_chunks, copy_text, ensure_reference_data
 
 log = logging.getLogger(__name__)
@@ -96,12 +89,12 @@ def backfill(
     with db.closing(db.producer(settings)) as connection:
         ensure_reference_data(connection, users, world.movies)
         done = committed_chunks(connection, run_key)
-    rate = backfill_rate(world, generation.behaviour, generation.seed, events, start_ms, end_ms)
-    arrivals = BackfillArrivals(random.Random(f"{generation.seed}/arrivals"), world, start_ms, rate)
     truth_path = settings.ground_truth_dir / f"{run_key}.csv"
     began = time.monotonic()
     with GroundTruthWriter(truth_path) as truth:
-        stream = EventStream(generation.seed, world, arrivals, generation.behaviour, generation.dirty_rate, truth)
+        stream = backfill_stream(
+            generation.seed, world, generation.behaviour, generation.dirty_rate, events, start_ms, end_ms, truth
+        )
         writers = ChunkWriters(lambda: db.producer(settings), run_key, generation.writers)
         progress = Progress(
             TextColumn("events"),
@@ -114,7 +107,7 @@ def backfill(
         try:
             with progress:
                 task = progress.add_task("events", total=events)
-                for number, rows in _chunks(islice(iter(stream), events), generation.chunk_size):
+                for number, rows in _chunks(stream, generation.chunk_size):
                     if number not in done:
                         writers.submit(Chunk(number, len(rows), copy_text(rows)))
                     progress.advance(task, len(rows))

@@ -24,7 +24,7 @@ import random
 from bisect import bisect
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
-from itertools import accumulate, count
+from itertools import accumulate, count, islice
 
 from producer.behaviour import HEARTBEAT, PAUSE, SEEK, STOP, Behaviour, Session, SessionTruth
 from producer.catalog import Movie, User
@@ -161,28 +161,51 @@ class Arrivals:
         """An arrival triggered by a session ending (live mode keeps its pool full)."""
         return None
 
+    def top_up(self) -> tuple[int, User] | None:
+        """One more arrival once all others have played out, if the stream may grow."""
+        return None
+
 
 class BackfillArrivals(Arrivals):
     """A non-homogeneous Poisson process by thinning: candidates at a constant rate,
-    each kept with the viewing weight of its country's local time."""
+    each kept with the viewing weight of its country's local time, until `end_ms`.
 
-    def __init__(self, rng: random.Random, world: World, start_ms: int, sessions_per_ms: float) -> None:
+    The rate is set a little low on purpose (`backfill_rate`): when the process has
+    run through the range and the stream still wants rows, `top_up` adds sessions at
+    times drawn from the same weighted distribution over the range. So every session
+    starts inside [start, end) and the row count is still exact; top-up sessions are
+    statistically identical to the others, only delivered after them."""
+
+    def __init__(self, rng: random.Random, world: World, start_ms: int, end_ms: int, sessions_per_ms: float) -> None:
         self._rng = rng
         self._world = world
         self._start_ms = start_ms
+        self._end_ms = end_ms
         self._candidates_per_ms = sessions_per_ms
 
     def first(self) -> tuple[int, User] | None:
         return self.after(self._start_ms)
 
+    def _accepted(self, time_ms: int) -> User | None:
+        country = self._world.pick_country(self._rng)
+        offset = self._world.countries[country].utc_offset_minutes
+        if self._rng.random() * MAX_WEIGHT < viewing_weight(time_ms, offset):
+            return self._world.pick_user(self._rng, country)
+        return None
+
     def after(self, time_ms: int) -> tuple[int, User] | None:
-        rng, world = self._rng, self._world
         while True:
-            time_ms += max(1, int(rng.expovariate(self._candidates_per_ms)))
-            country = world.pick_country(rng)
-            offset = world.countries[country].utc_offset_minutes
-            if rng.random() * MAX_WEIGHT < viewing_weight(time_ms, offset):
-                return time_ms, world.pick_user(rng, country)
+            time_ms += max(1, int(self._rng.expovariate(self._candidates_per_ms)))
+            if time_ms >= self._end_ms:
+                return None
+            if user := self._accepted(time_ms):
+                return time_ms, user
+
+    def top_up(self) -> tuple[int, User] | None:
+        while True:
+            time_ms = self._rng.randrange(self._start_ms, self._end_ms)
+            if user := self._accepted(time_ms):
+                return time_ms, user
 
 
 class PoolArrivals(Arrivals):
@@ -214,6 +237,7 @@ class PoolArrivals(Arrivals):
 
 
 MIN_REPLACEMENT_GAP_MS = 1_000
+UNDERSHOOT = 0.9
 
 
 @dataclass
@@ -260,13 +284,15 @@ class EventStream:
     def _push(self, time_ms: int, kind: int, payload: object) -> None:
         heapq.heappush(self._heap, (time_ms, next(self._sequence), kind, payload))
 
-    def _push_arrival(self, arrival: tuple[int, User] | None) -> None:
-        if arrival is not None:
-            self._push(arrival[0], _ARRIVAL, arrival[1])
+    def _push_arrival(self, arrival: tuple[int, User] | None) -> bool:
+        if arrival is None:
+            return False
+        self._push(arrival[0], _ARRIVAL, arrival[1])
+        return True
 
     def __iter__(self) -> Iterator[Row]:
         self._push_arrival(self.arrivals.first())
-        while self._heap:
+        while self._heap or self._push_arrival(self.arrivals.top_up()):
             time_ms, _, kind, payload = heapq.heappop(self._heap)
             if kind == _ARRIVAL:
                 assert isinstance(payload, User)
@@ -369,10 +395,11 @@ class EventStream:
 
 
 def backfill_rate(world: World, behaviour: Behaviour, seed: int, events: int, start_ms: int, end_ms: int) -> float:
-    """Candidate arrivals per millisecond so that `events` rows span [start, end).
+    """Candidate arrivals per millisecond for about `events` rows over [start, end).
 
-    A pilot simulation estimates events per session; the count itself is exact
-    (the stream is cut at `events`), the time span is the estimate's."""
+    A pilot simulation estimates events per session. The rate aims 10% low, so the
+    range is nearly always run through before the count is reached, and
+    `BackfillArrivals.top_up` supplies the rest inside the range."""
     pilot_rng = random.Random(f"{seed}/pilot")
     sizes = []
     for number in range(400):
@@ -385,4 +412,20 @@ def backfill_rate(world: World, behaviour: Behaviour, seed: int, events: int, st
     events_per_session = sum(sizes) / len(sizes)
     sessions = math.ceil(events / events_per_session)
     span = max(end_ms - start_ms, HOUR_MS)
-    return sessions / (span * world.mean_acceptance(start_ms, end_ms))
+    return UNDERSHOOT * sessions / (span * world.mean_acceptance(start_ms, end_ms))
+
+
+def backfill_stream(
+    seed: int,
+    world: World,
+    behaviour: Behaviour,
+    dirty_rate: float,
+    events: int,
+    start_ms: int,
+    end_ms: int,
+    on_finished: Callable[[SessionRecord], None],
+) -> Iterator[Row]:
+    """Exactly `events` rows of sessions starting in [start, end), the same for the same arguments."""
+    rate = backfill_rate(world, behaviour, seed, events, start_ms, end_ms)
+    arrivals = BackfillArrivals(random.Random(f"{seed}/arrivals"), world, start_ms, end_ms, rate)
+    return islice(iter(EventStream(seed, world, arrivals, behaviour, dirty_rate, on_finished)), events)

@@ -2,24 +2,14 @@
 
 from __future__ import annotations
 
-import random
 from collections import Counter, defaultdict
 from datetime import UTC, datetime
-from itertools import islice
 
 import pytest
 
 from producer.behaviour import START, Behaviour
 from producer.catalog import load_movies, make_users
-from producer.stream import (
-    BackfillArrivals,
-    EventStream,
-    Row,
-    SessionRecord,
-    World,
-    backfill_rate,
-    viewing_weight,
-)
+from producer.stream import Row, SessionRecord, World, backfill_stream, viewing_weight
 from tests.unit.test_behaviour import replay
 
 START_MS = int(datetime(2026, 11, 2, tzinfo=UTC).timestamp() * 1000)  # a Monday
@@ -32,11 +22,9 @@ def world() -> World:
 
 
 def run(world: World, seed: int, events: int, dirty_rate: float = 0.0) -> tuple[list[Row], list[SessionRecord]]:
-    rate = backfill_rate(world, Behaviour(), seed, events, START_MS, END_MS)
     finished: list[SessionRecord] = []
-    arrivals = BackfillArrivals(random.Random(f"{seed}/arrivals"), world, START_MS, rate)
-    stream = EventStream(seed, world, arrivals, Behaviour(), dirty_rate, finished.append)
-    return list(islice(iter(stream), events)), finished
+    stream = backfill_stream(seed, world, Behaviour(), dirty_rate, events, START_MS, END_MS, finished.append)
+    return list(stream), finished
 
 
 def test_same_seed_same_rows_different_seed_different_rows(world):
@@ -45,21 +33,23 @@ def test_same_seed_same_rows_different_seed_different_rows(world):
     assert first != run(world, 2, 5_000)[0]
 
 
-def test_exact_count_unique_ids_and_delivery_in_time_order(world):
+def test_exact_count_unique_ids_and_each_session_in_time_order(world):
     rows, finished = run(world, 3, 20_000)
     assert len(rows) == 20_000
     assert len({row[0] for row in rows}) == 20_000
-    times = [row[7] for row in rows]
-    assert times == sorted(times)
+    by_session = defaultdict(list)
+    for row in rows:
+        by_session[row[1]].append(row[7])
+    assert all(times == sorted(times) for times in by_session.values())
     assert all(record.dirty_kind is None for record in finished)
 
 
-def test_sessions_span_the_range(world):
-    rows, _ = run(world, 4, 40_000)
+@pytest.mark.parametrize("seed", [4, 5, 6])
+def test_sessions_start_inside_the_range_and_cover_it(world, seed):
+    rows, _ = run(world, seed, 30_000)
     starts = [row[7] for row in rows if row[5] == START]
-    assert min(starts) - START_MS < 6 * 3_600_000
-    # The count is exact; the span is an estimate that may run a little long or short.
-    assert 0.75 * (END_MS - START_MS) < max(starts) - START_MS < 1.25 * (END_MS - START_MS)
+    assert START_MS <= min(starts) < START_MS + 6 * 3_600_000
+    assert END_MS - 6 * 3_600_000 < max(starts) < END_MS
 
 
 def test_evenings_and_weekends_are_busier():
