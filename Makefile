@@ -9,7 +9,7 @@ BIN := $(VENV)/bin
 INSTALLED := $(VENV)/.installed
 PYTEST_ARGS ?=
 
-.PHONY: help install lint format test test-unit test-integration demo bench airflow report stack-up stack-down clean lock
+.PHONY: help install lint format test test-unit test-integration demo bench airflow report stack-up stack-down clean lock pictures
 
 help: ## Show this help
 	@awk 'BEGIN {FS = ":.*## "} /^[a-zA-Z_.-]+:.*## / {printf "  \033[36m%-18s\033[0m %s\n", $$1, $$2}' $(MAKEFILE_LIST)
@@ -59,6 +59,9 @@ demo: install .env ## The main job: Airflow drives the whole pipeline once, then
 
 bench: install .env ## Measure every stage and write build/bench.json
 	@echo "bench: not built yet (issue: benchmark suite)"; exit 1
+
+pictures: install ## Redraw pictures/ from docker-compose.yaml (Graphviz); REPORT=path/to/index.html also screenshots it
+	$(BIN)/python -m scripts.draw_pictures $(if $(REPORT),--report $(REPORT))
 
 lock: install ## Re-resolve constraints.txt from pyproject.toml
 	$(BIN)/pip freeze --exclude-editable | sort -f | \

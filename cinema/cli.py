@@ -19,6 +19,11 @@ from cinema.settings import Settings, load_settings
 # Commands that live next to their code, imported only when invoked.
 LAZY_COMMANDS = {
     "generate": "producer.generate_events:generate",
+    "load": "loader.__main__:load",
+    "transform": "cinema.transform:transform",
+    "dbt": "cinema.transform:dbt",
+    "metabase": "metabase.provision:metabase",
+    "report": "cinema.report:report",
 }
 
 

@@ -16,11 +16,19 @@ SECRET_KEY = re.compile(r"^[A-Z0-9_]+_(PASSWORD|SECRET|KEY)$")
 ASSIGNMENT = re.compile(r"^([A-Z][A-Z0-9_]*)=(.*)$")
 
 
+def new_secret() -> str:
+    """A URL-safe token (it survives connection strings, YAML and shells unquoted) that
+    also meets the usual password rules: Metabase, for one, insists on a digit."""
+    while True:
+        token = secrets.token_urlsafe(24)
+        if any(c.isdigit() for c in token) and any(c.islower() for c in token) and any(c.isupper() for c in token):
+            return token
+
+
 def _render(line: str) -> str:
     match = ASSIGNMENT.match(line)
     if match and not match.group(2) and SECRET_KEY.match(match.group(1)):
-        # URL-safe tokens survive connection strings, YAML and shell unquoted.
-        return f"{match.group(1)}={secrets.token_urlsafe(24)}"
+        return f"{match.group(1)}={new_secret()}"
     return line
 
 

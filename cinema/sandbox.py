@@ -6,10 +6,11 @@ user's own stack (`.cinema/`, ports 55432/55433).
 
 from __future__ import annotations
 
-import secrets
 import socket
 import tempfile
 from pathlib import Path
+
+from cinema.envfile import new_secret
 
 
 def free_port() -> int:
@@ -30,26 +31,23 @@ def new_state_dir(prefix: str) -> Path:
 def environment(state_dir: Path) -> dict[str, str]:
     """Every setting a stack needs, as environment variables."""
 
-    def secret() -> str:
-        return secrets.token_urlsafe(18)
-
     return {
         "CINEMA_STATE_DIR": str(state_dir),
         "CINEMA_LOG_FORMAT": "text",
         "POSTGRES_PUBLICIST_USER": "cinema_admin",
-        "POSTGRES_PUBLICIST_PASSWORD": secret(),
+        "POSTGRES_PUBLICIST_PASSWORD": new_secret(),
         "POSTGRES_PUBLICIST_DB": "cinema",
         "POSTGRES_PUBLICIST_HOST": "127.0.0.1",
         "POSTGRES_PUBLICIST_PORT": str(free_port()),
         "POSTGRES_SUBSCRIPTION_USER": "cinema_admin",
-        "POSTGRES_SUBSCRIPTION_PASSWORD": secret(),
+        "POSTGRES_SUBSCRIPTION_PASSWORD": new_secret(),
         "POSTGRES_SUBSCRIPTION_DB": "cinema",
         "POSTGRES_SUBSCRIPTION_HOST": "127.0.0.1",
         "POSTGRES_SUBSCRIPTION_PORT": str(free_port()),
-        "POSTGRES_PRODUCER_PASSWORD": secret(),
-        "POSTGRES_REPLICATION_PASSWORD": secret(),
-        "POSTGRES_LOADER_PASSWORD": secret(),
-        "POSTGRES_MONITOR_PASSWORD": secret(),
+        "POSTGRES_PRODUCER_PASSWORD": new_secret(),
+        "POSTGRES_REPLICATION_PASSWORD": new_secret(),
+        "POSTGRES_LOADER_PASSWORD": new_secret(),
+        "POSTGRES_MONITOR_PASSWORD": new_secret(),
         "CLICKHOUSE_INTERFACE": "chdb",
         "CLICKHOUSE_CHDB_PATH": str(state_dir / "warehouse"),
         "CLICKHOUSE_DB": "cinema_raw",

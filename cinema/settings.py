@@ -71,6 +71,28 @@ class LoaderSettings:
 
 
 @dataclass(frozen=True)
+class MetabaseSettings:
+    """Metabase, and what `cinema metabase provision` sets up in it."""
+
+    url: str
+    admin_email: str
+    # Empty until configured: only the provisioning command needs it, and it says so.
+    admin_password: str
+    # Metabase's ClickHouse user: read-only, SELECT on cinema_marts only. Metabase
+    # reaches ClickHouse at the warehouse host and port (in Compose: clickhouse:8123).
+    clickhouse_user: str
+    clickhouse_password: str
+
+
+@dataclass(frozen=True)
+class DbtSettings:
+    """dbt's ClickHouse user on a server (embedded chdb has no users)."""
+
+    clickhouse_user: str
+    clickhouse_password: str
+
+
+@dataclass(frozen=True)
 class Settings:
     state_dir: Path
     publisher: PostgresServer
@@ -81,6 +103,8 @@ class Settings:
     warehouse: Warehouse
     loader: LoaderSettings
     log_format: LogFormat
+    metabase: MetabaseSettings
+    dbt: DbtSettings
 
     @property
     def ground_truth_dir(self) -> Path:
@@ -166,4 +190,15 @@ def load_settings(env_file: Path | None = None) -> Settings:
             runs_as_service=config("LOADER_RUNS_AS_SERVICE", default=False, cast=bool),
         ),
         log_format=cast(LogFormat, log_format),
+        metabase=MetabaseSettings(
+            url=text("METABASE_URL", "http://127.0.0.1:3000").rstrip("/"),
+            admin_email=text("METABASE_ADMIN_EMAIL", "admin@example.com"),
+            admin_password=text("METABASE_ADMIN_PASSWORD", ""),
+            clickhouse_user=text("CLICKHOUSE_METABASE_USER", "cinema_metabase"),
+            clickhouse_password=text("CLICKHOUSE_METABASE_PASSWORD", ""),
+        ),
+        dbt=DbtSettings(
+            clickhouse_user=text("CLICKHOUSE_DBT_USER", "cinema_dbt"),
+            clickhouse_password=text("CLICKHOUSE_DBT_PASSWORD", ""),
+        ),
     )

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from cinema.envfile import write_env
+from cinema.envfile import new_secret, write_env
 
 
 def test_fresh_env_gets_random_secrets_and_keeps_defaults(tmp_path):
@@ -31,3 +31,12 @@ def test_existing_values_survive_and_new_keys_are_added(tmp_path):
     assert "CLICKHOUSE_PASSWORD=" in text
     assert "CLICKHOUSE_PASSWORD=\n" not in text
     assert write_env(template, target) == []
+
+
+def test_secrets_meet_common_password_rules():
+    for _ in range(2000):
+        token = new_secret()
+        assert len(token) == 32
+        assert any(c.isdigit() for c in token)
+        assert any(c.isupper() for c in token)
+        assert any(c.islower() for c in token)
