@@ -17,35 +17,43 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
 
+import click
+
 from cinema.paths import DAGS, PROJECT_ROOT
-from cinema.settings import Settings
+from cinema.settings import Settings, env_file_entries
 
 DAG_ID = "cinema_elt"
 AIRFLOW = str(Path(sys.executable).with_name("airflow"))
 
 
 def airflow_environment(settings: Settings) -> dict[str, str]:
+    """Airflow's environment. The project's settings travel as environment variables,
+    as in Docker Compose (task processes do not run in this directory); the process
+    environment wins over .env, as for the settings themselves."""
     home = settings.state_dir / "airflow"
     return {
+        **env_file_entries(settings),
+        **os.environ,
+        # Paths made absolute: a relative one would resolve in each task's own folder.
+        "CINEMA_STATE_DIR": str(settings.state_dir),
+        "CLICKHOUSE_CHDB_PATH": str(settings.warehouse.chdb_path),
         "AIRFLOW_HOME": str(home),
         "AIRFLOW__CORE__DAGS_FOLDER": str(DAGS),
         "AIRFLOW__CORE__LOAD_EXAMPLES": "False",
         "AIRFLOW__CORE__DAGS_ARE_PAUSED_AT_CREATION": "False",
         "AIRFLOW__API__HOST": "127.0.0.1",
         "AIRFLOW__API__PORT": "8080",
+        # No usage telemetry leaves the machine (astronomer-cosmos reports DAG runs otherwise).
+        "DO_NOT_TRACK": "1",
         # Tasks call `cinema ...`; it must resolve to this virtualenv's.
         "PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ.get('PATH', '')}",
     }
 
 
-def _environment(settings: Settings) -> dict[str, str]:
-    return {**os.environ, **airflow_environment(settings)}
-
-
 def migrate(settings: Settings) -> None:
     result = subprocess.run(
         [AIRFLOW, "db", "migrate"],
-        env=_environment(settings),
+        env=airflow_environment(settings),
         cwd=PROJECT_ROOT,
         capture_output=True,
         text=True,
@@ -87,7 +95,7 @@ def dag_test(
     log.parent.mkdir(parents=True, exist_ok=True)
     process = subprocess.Popen(
         [AIRFLOW, "dags", "test", DAG_ID, logical_date.isoformat(), "--conf", json.dumps(conf)],
-        env=_environment(settings),
+        env=airflow_environment(settings),
         cwd=PROJECT_ROOT,
         text=True,
         stdout=subprocess.PIPE,
@@ -101,8 +109,125 @@ def dag_test(
 
 def standalone(settings: Settings) -> int:
     """`airflow standalone` on 127.0.0.1:8080 against the embedded stack; returns its exit code."""
-    return subprocess.run([AIRFLOW, "standalone"], env=_environment(settings), cwd=PROJECT_ROOT, check=False).returncode
+    return subprocess.run(
+        [AIRFLOW, "standalone"], env=airflow_environment(settings), cwd=PROJECT_ROOT, check=False
+    ).returncode
 
 
 def today_midnight() -> datetime:
     return datetime.now(UTC).replace(hour=0, minute=0, second=0, microsecond=0)
+
+
+def parse_dbt_project(settings: Settings) -> None:
+    """Write dbt_project/target/manifest.json, from which the DAG renders its dbt tasks."""
+    from cinema.transform import run_dbt
+
+    if run_dbt(settings, ["--quiet", "parse"]) != 0:
+        raise click.ClickException("dbt could not parse dbt_project/; run `cinema dbt parse` to see why")
+
+
+def _print_marts_summary(settings: Settings) -> None:
+    from cinema.console import print_table
+    from cinema.report import open_marts, read_marts
+
+    client = open_marts(settings)
+    try:
+        marts = read_marts(client)
+    finally:
+        client.close()
+    totals = marts.totals
+    print_table(
+        "The marts (cinema_marts)",
+        ("measure", "value"),
+        [
+            ("sessions", f"{totals.sessions:,}"),
+            ("viewers", f"{totals.viewers:,}"),
+            ("watch hours", f"{totals.watch_hours:,.0f}"),
+            ("completion rate", f"{totals.completion_rate:.1%}"),
+            ("average session", f"{totals.avg_session_minutes:.0f} min"),
+            ("events between", f"{totals.first_event:%Y-%m-%d %H:%M} and {totals.last_event:%Y-%m-%d %H:%M} UTC"),
+        ],
+    )
+    print_table(
+        "Most watched films",
+        ("film", "sessions", "watch hours", "completion rate"),
+        [
+            (m.title, f"{m.sessions:,}", f"{m.watch_hours:,.0f}", f"{m.completion_rate:.1%}")
+            for m in marts.top_movies[:5]
+        ],
+    )
+    print_table(
+        "Daily viewing (latest days)",
+        ("day", "active viewers", "sessions", "watch hours"),
+        [
+            (f"{d.day:%a %Y-%m-%d}", f"{d.active_viewers:,}", f"{d.sessions:,}", f"{d.watch_hours:,.0f}")
+            for d in marts.days[-5:]
+        ],
+    )
+
+
+@click.command("demo")
+@click.option(
+    "--events",
+    type=click.IntRange(min=1),
+    default=100_000,
+    show_default=True,
+    help="Events the DAG generates for its day.",
+)
+def demo(events: int) -> None:
+    """The main job: the embedded stack, then Airflow runs cinema_elt once; prints the marts."""
+    from cinema import stack as embedded
+    from cinema.cli import settings_from_context
+    from cinema.console import console, print_table
+    from cinema.reconcile import reconcile
+
+    settings = settings_from_context()
+    began = time.monotonic()
+
+    def stage(title: str, action: Callable[[], object]) -> None:
+        started = time.monotonic()
+        with console.status(title):
+            action()
+        console.print(f"[green]✓[/green] {title} [dim]({time.monotonic() - started:.1f}s)[/dim]")
+
+    stage("PostgreSQL 18 publisher and subscriber, logical replication", lambda: embedded.up(settings))
+    stage("dbt manifest for Airflow's task group", lambda: parse_dbt_project(settings))
+    stage("Airflow metadata database", lambda: migrate(settings))
+
+    console.print(f"Airflow runs [bold]{DAG_ID}[/bold] once (airflow dags test), {events:,} events for yesterday:")
+
+    def on_task(outcome: TaskOutcome) -> None:
+        mark = {"success": "[green]✓[/green]", "failed": "[red]✗[/red]"}.get(outcome.state, "[yellow]↻[/yellow]")
+        console.print(f"  {mark} {outcome.task_id} [dim]{outcome.state}, {outcome.seconds:.1f}s[/dim]")
+
+    log = settings.state_dir / "logs" / "airflow-dags-test.log"
+    if not dag_test(settings, {"events": events}, on_task, today_midnight()):
+        raise click.ClickException(f"the DAG run failed; Airflow's full output: {log}")
+
+    checks = reconcile(settings)
+    print_table(
+        "Every stage holds the same events",
+        ("check", "rows", "result"),
+        [(c.name, f"{c.actual:,}", "ok" if c.ok else f"MISMATCH (expected {c.expected:,})") for c in checks],
+    )
+    _print_marts_summary(settings)
+    from cinema.report import default_output
+
+    console.print(f"Report: [bold]{default_output(settings)}[/bold]")
+    console.print(
+        f"Done in {time.monotonic() - began:.0f}s. Next: `make airflow` for the UI at http://127.0.0.1:8080, "
+        "`.venv/bin/cinema --help` for every command."
+    )
+
+
+@click.command("airflow")
+def airflow() -> None:
+    """Airflow's UI on http://127.0.0.1:8080 against the embedded stack (`airflow standalone`)."""
+    from cinema import stack as embedded
+    from cinema.cli import settings_from_context
+
+    settings = settings_from_context()
+    embedded.up(settings)
+    parse_dbt_project(settings)
+    migrate(settings)
+    sys.exit(standalone(settings))

@@ -68,6 +68,9 @@ class LoaderSettings:
     # True where the loader runs as its own long-lived service (Compose): the
     # orchestrator then waits for it instead of draining with a second loader.
     runs_as_service: bool
+    # Concurrent ClickHouse pulls a large batch is split into (PostgreSQL's COPY out is
+    # one core per stream).
+    pull_streams: int
 
 
 @dataclass(frozen=True)
@@ -94,6 +97,8 @@ class DbtSettings:
 
 @dataclass(frozen=True)
 class Settings:
+    # The .env file the values came from, if any (the environment wins over it).
+    env_file: Path | None
     state_dir: Path
     publisher: PostgresServer
     subscriber: PostgresServer
@@ -111,13 +116,19 @@ class Settings:
         return self.state_dir / "ground_truth"
 
 
-def _config(env_file: Path | None) -> Config:
-    path = env_file if env_file is not None else Path.cwd() / ".env"
-    return Config(RepositoryEnv(str(path)) if path.is_file() else RepositoryEmpty())
+def env_file_entries(settings: Settings) -> dict[str, str]:
+    """The entries of the .env file the settings came from, to hand on to processes
+    that start elsewhere (Airflow's task processes run in other directories)."""
+    if settings.env_file is None:
+        return {}
+    return dict(RepositoryEnv(str(settings.env_file)).data)
 
 
 def load_settings(env_file: Path | None = None) -> Settings:
-    config = _config(env_file)
+    """Settings from the environment and `env_file` (default: ./.env, if it exists)."""
+    path = (env_file if env_file is not None else Path.cwd() / ".env").resolve()
+    source = path if path.is_file() else None
+    config = Config(RepositoryEnv(str(path)) if source else RepositoryEmpty())
 
     def text(name: str, default: str | None = None) -> str:
         value: str = config(name) if default is None else config(name, default=default)
@@ -151,10 +162,14 @@ def load_settings(env_file: Path | None = None) -> Settings:
     interface = text("CLICKHOUSE_INTERFACE", "chdb")
     if interface not in ("chdb", "http"):
         raise ValueError(f"CLICKHOUSE_INTERFACE must be 'chdb' or 'http', got {interface!r}")
+    pull_streams = number("LOADER_PULL_STREAMS", 2)
+    if pull_streams < 1:
+        raise ValueError(f"LOADER_PULL_STREAMS must be at least 1, got {pull_streams}")
     log_format = text("CINEMA_LOG_FORMAT", "text")
     if log_format not in ("text", "json"):
         raise ValueError(f"CINEMA_LOG_FORMAT must be 'text' or 'json', got {log_format!r}")
     return Settings(
+        env_file=source,
         state_dir=state_dir,
         publisher=publisher,
         subscriber=subscriber,
@@ -188,6 +203,7 @@ def load_settings(env_file: Path | None = None) -> Settings:
             metrics_host=text("LOADER_METRICS_HOST", "127.0.0.1"),
             metrics_port=number("LOADER_METRICS_PORT", 9464),
             runs_as_service=config("LOADER_RUNS_AS_SERVICE", default=False, cast=bool),
+            pull_streams=pull_streams,
         ),
         log_format=cast(LogFormat, log_format),
         metabase=MetabaseSettings(

@@ -25,7 +25,7 @@ from typing import Any
 
 from airflow.sdk import CronDataIntervalTimetable, Param, PokeReturnValue, chain, dag, task
 from cosmos import DbtTaskGroup, ExecutionConfig, ProfileConfig, ProjectConfig, RenderConfig
-from cosmos.constants import InvocationMode, LoadMode, TestBehavior
+from cosmos.constants import InvocationMode, LoadMode, TestBehavior, TestIndirectSelection
 
 from cinema.paths import DBT_PROJECT
 
@@ -104,7 +104,12 @@ def cinema_elt() -> None:
         profile_config=ProfileConfig(
             profile_name="cinema", target_name="warehouse", profiles_yml_filepath=DBT_PROJECT / "profiles.yml"
         ),
-        execution_config=ExecutionConfig(invocation_mode=InvocationMode.DBT_RUNNER),
+        # dbt runs inside the task's process (no interpreter start per task). A test runs
+        # after its model once every model it reads exists: `buildable` keeps a mart's
+        # relationship test to a staging model out of the staging model's test task.
+        execution_config=ExecutionConfig(
+            invocation_mode=InvocationMode.DBT_RUNNER, test_indirect_selection=TestIndirectSelection.BUILDABLE
+        ),
         render_config=RenderConfig(load_method=LoadMode.DBT_MANIFEST, test_behavior=TestBehavior.AFTER_EACH),
         operator_args={"pre_execute": _prepare_dbt, "install_deps": False},
         default_args=DEFAULT_ARGS,

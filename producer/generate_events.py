@@ -1,8 +1,8 @@
 """Generate realistic viewing events into the publisher (`cinema generate`).
 
-Backfill (default): exactly `--events` rows whose sessions start across
-[--start, --end), written as fast as the publisher takes them by `--writers`
-concurrent transactions. Live (`--rate`): a steady stream at about `--rate`
+Backfill (default): exactly `--events` rows, all within [--start, --end) like a
+data interval (sessions still playing at --end are cut there), written as fast as
+the publisher takes them by `--writers` concurrent transactions. Live (`--rate`): a steady stream at about `--rate`
 events per second for `--duration` seconds, each event written when it happens.
 
 The same options with the same `--seed` give the same rows. A backfill is
@@ -259,6 +259,8 @@ def generate(
         start_at = _utc(start) if start else end_at - timedelta(days=7)
         if start_at >= end_at:
             raise click.BadParameter(f"--start {start_at:%F %T} is not before --end {end_at:%F %T}")
+        if end_at > datetime.now(UTC):
+            raise click.BadParameter(f"--end {end_at:%F %T} is in the future; a backfill writes what already happened")
         outcome = backfill(
             settings, generation, events, start_at, end_at, run_key=run_key, show_progress=sys.stderr.isatty()
         )

@@ -269,7 +269,8 @@ _ARRIVAL, _EVENT, _DELIVERY = 0, 1, 2
 @dataclass
 class EventStream:
     """Iterate to get rows in delivery order; `on_finished` receives each session
-    once all of its rows have been delivered."""
+    once all of its rows have been delivered. Nothing is delivered at or after
+    `end_ms`: sessions still running then are cut there (and never finished)."""
 
     seed: int
     world: World
@@ -277,6 +278,7 @@ class EventStream:
     behaviour: Behaviour
     dirty_rate: float
     on_finished: Callable[[SessionRecord], None]
+    end_ms: int | None = None
     _heap: list[tuple[int, int, int, object]] = field(default_factory=list)
     _sequence: Iterator[int] = field(default_factory=count)
     _sessions_started: int = 0
@@ -294,6 +296,8 @@ class EventStream:
         self._push_arrival(self.arrivals.first())
         while self._heap or self._push_arrival(self.arrivals.top_up()):
             time_ms, _, kind, payload = heapq.heappop(self._heap)
+            if self.end_ms is not None and time_ms >= self.end_ms:
+                continue
             if kind == _ARRIVAL:
                 assert isinstance(payload, User)
                 self._start_session(time_ms, payload)
@@ -425,7 +429,10 @@ def backfill_stream(
     end_ms: int,
     on_finished: Callable[[SessionRecord], None],
 ) -> Iterator[Row]:
-    """Exactly `events` rows of sessions starting in [start, end), the same for the same arguments."""
+    """Exactly `events` rows, all in [start, end), the same for the same arguments.
+
+    Like a data interval: sessions still playing at `end` are cut there."""
     rate = backfill_rate(world, behaviour, seed, events, start_ms, end_ms)
     arrivals = BackfillArrivals(random.Random(f"{seed}/arrivals"), world, start_ms, end_ms, rate)
-    return islice(iter(EventStream(seed, world, arrivals, behaviour, dirty_rate, on_finished)), events)
+    stream = EventStream(seed, world, arrivals, behaviour, dirty_rate, on_finished, end_ms)
+    return islice(iter(stream), events)

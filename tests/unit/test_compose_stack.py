@@ -321,12 +321,18 @@ def test_every_env_template_variable_says_required_or_optional() -> None:
         assert re.search(r"\b(Required|Optional)\b", " ".join(comment)), f".env_template line {number + 1}: {line}"
 
 
+# Read by third-party tools, not by the project: the telemetry opt-out.
+TOOL_OPT_OUTS = {"DO_NOT_TRACK"}
+
+
 def test_containers_get_only_settings_the_project_reads_and_every_required_one() -> None:
     read, required = settings_read()
     withheld = {key for key, value in COMPOSE["x-withheld-postgres-secrets"].items() if value == ""}
     for service in CINEMA_SERVICES:
         environment = environment_of(service)
-        project = {name for name in environment if not name.startswith(("AIRFLOW_", "_AIRFLOW"))}
+        project = {
+            name for name in environment if not name.startswith(("AIRFLOW_", "_AIRFLOW")) and name not in TOOL_OPT_OUTS
+        }
         assert project - read == set(), service
         assert required <= set(environment), f"{service} lacks {required - set(environment)}"
         empty = {name for name, value in environment.items() if value == ""} - {"AIRFLOW__CORE__FERNET_KEY"}

@@ -48,6 +48,7 @@ def test_exact_count_unique_ids_and_each_session_in_time_order(world):
 def test_sessions_start_inside_the_range_and_cover_it(world, seed):
     rows, _ = run(world, seed, 30_000)
     starts = [row[7] for row in rows if row[5] == START]
+    assert all(START_MS <= row[7] < END_MS for row in rows)
     assert START_MS <= min(starts) < START_MS + 6 * 3_600_000
     assert END_MS - 6 * 3_600_000 < max(starts) < END_MS
 
