@@ -23,6 +23,7 @@ from typing import Any
 
 import click
 
+from bench.dbt import label as dbt_label
 from cinema import sandbox
 from cinema import stack as embedded
 from cinema.console import print_table
@@ -35,10 +36,85 @@ CINEMA = str(Path(sys.executable).with_name("cinema"))
 class Sizes:
     producer_events: int
     replication_events: int
+    loader_events: int
+    live_seconds: float
+    dbt_events: tuple[int, ...]
 
 
-QUICK = Sizes(producer_events=200_000, replication_events=200_000)
-FULL = Sizes(producer_events=1_000_000, replication_events=1_000_000)
+QUICK = Sizes(200_000, 200_000, 200_000, live_seconds=20, dbt_events=(200_000, 1_000_000))
+FULL = Sizes(1_000_000, 1_000_000, 1_000_000, live_seconds=60, dbt_events=(1_000_000, 10_000_000))
+LIVE_RATE = 5_000.0
+
+
+@dataclass(frozen=True)
+class Figure:
+    stage: str
+    what: str
+    value: str
+    reference: str = ""
+    ratio: str = ""
+
+
+def _figures(results: dict[str, dict[str, float]], sizes: Sizes) -> list[Figure]:
+    """The table: each figure beside the reference measured in the same run."""
+    producer, replication = results["producer"], results["replication"]
+    loader, dbt = results["loader"], results["dbt"]
+    rows = [
+        Figure(
+            "producer",
+            "events/s into the publisher (whole `cinema generate`, 4 writers)",
+            f"{producer['producer_events_per_second']:,.0f}",
+            f"raw COPY of the same rows: {producer['raw_copy_events_per_second']:,.0f}",
+            f"{producer['producer_to_copy_ratio']:.2f}",
+        ),
+        Figure(
+            "replication",
+            f"catch-up of a {sizes.replication_events:,}-event backlog",
+            f"{replication['replication_catch_up_seconds']:.1f} s",
+            f"{replication['replication_rows_per_second']:,.0f} rows/s applied",
+        ),
+        Figure(
+            "loader",
+            f"rows/s, `cinema load --until-caught-up` ({loader['loader_rows']:,.0f} rows)",
+            f"{loader['loader_rows_per_second']:,.0f}",
+            f"in-engine INSERT ... SELECT FROM postgresql(): {loader['in_engine_rows_per_second']:,.0f}",
+            f"{loader['loader_to_in_engine_ratio']:.2f} (goal >= 0.7)",
+        ),
+        Figure(
+            "loader",
+            "rows/s, the path not taken (Python COPY + clickhouse-connect)",
+            f"{loader['python_path_rows_per_second']:,.0f}",
+            f"in-engine: {loader['in_engine_rows_per_second']:,.0f}",
+            f"{loader['python_path_to_in_engine_ratio']:.2f}",
+        ),
+        Figure(
+            "freshness",
+            f"publisher commit -> visible in ClickHouse, {LIVE_RATE:,.0f} events/s live",
+            f"p50 {loader['freshness_p50_seconds']:.2f} s, p95 {loader['freshness_p95_seconds']:.2f} s",
+            f"{loader['freshness_events']:,.0f} events, max {loader['freshness_max_seconds']:.2f} s",
+            f"p95 goal <= 2 s: {'met' if loader['freshness_p95_seconds'] <= 2 else 'MISSED'}",
+        ),
+        Figure(
+            "loader",
+            "peak RSS",
+            f"{loader['loader_drain_peak_rss_mb']:,.0f} MB draining",
+            f"{loader['loader_follow_peak_rss_mb']:,.0f} MB as a service",
+        ),
+    ]
+    for events in sizes.dbt_events:
+        label = dbt_label(events)
+        full = dbt[f"dbt_build_seconds_{label}"]
+        goal = f"goal <= 60 s: {'met' if full <= 60 else 'MISSED'}" if events == 10_000_000 else ""
+        rows.append(
+            Figure(
+                "dbt",
+                f"`dbt build`, {events:,} events, embedded ClickHouse",
+                f"{full:.1f} s",
+                f"incremental run after it: {dbt[f'dbt_incremental_build_seconds_{label}']:.1f} s",
+                goal,
+            )
+        )
+    return rows
 
 
 def _runner(environment: dict[str, str], workdir: Path) -> Callable[..., subprocess.CompletedProcess[str]]:
@@ -59,11 +135,18 @@ def _runner(environment: dict[str, str], workdir: Path) -> Callable[..., subproc
 
 
 def _sections(sizes: Sizes) -> list[tuple[str, Callable[[Settings, Any], dict[str, float]]]]:
-    from bench import producer, replication
+    from bench import dbt, loader, producer, replication
 
     return [
         ("producer", lambda settings, cinema: producer.run(settings, cinema, sizes.producer_events)),
         ("replication", lambda settings, cinema: replication.run(settings, cinema, sizes.replication_events)),
+        (
+            "loader",
+            lambda settings, cinema: loader.run(
+                settings, cinema, sizes.loader_events, live_rate=LIVE_RATE, live_seconds=sizes.live_seconds
+            ),
+        ),
+        ("dbt", lambda settings, cinema: dbt.run(settings, cinema, sizes.dbt_events)),
     ]
 
 
@@ -89,8 +172,11 @@ def main(full: bool, output: Path) -> None:
     finally:
         embedded.down(settings, purge=True)
         shutil.rmtree(state_dir, ignore_errors=True)
-    rows = [(section, name, f"{value:,.2f}") for section, values in figures.items() for name, value in values.items()]
-    print_table(f"bench ({'full' if full else 'quick'} sizes)", ("stage", "figure", "value"), rows)
+    print_table(
+        f"bench ({'full' if full else 'quick'} sizes, {os.cpu_count()} cores)",
+        ("stage", "figure", "value", "reference (same run)", "ratio / goal"),
+        [(f.stage, f.what, f.value, f.reference, f.ratio) for f in _figures(figures, sizes)],
+    )
     output.parent.mkdir(parents=True, exist_ok=True)
     output.write_text(
         json.dumps(

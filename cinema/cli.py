@@ -24,6 +24,9 @@ LAZY_COMMANDS = {
     "dbt": "cinema.transform:dbt",
     "metabase": "metabase.provision:metabase",
     "report": "cinema.report:report",
+    "check": "cinema.reconcile:check",
+    "demo": "cinema.orchestrate:demo",
+    "airflow": "cinema.orchestrate:airflow",
 }
 
 

@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+import sys
 from collections.abc import Mapping, Sequence
 
 from rich.console import Console
 from rich.table import Table
 
-console = Console()
+# Logs and CI keep long lines better than wrapped tables: wide when not a terminal.
+console = Console(width=None if sys.stdout.isatty() else 140)
 
 
 def print_table(title: str, columns: Sequence[str], rows: Sequence[Sequence[object]]) -> None:
@@ -30,3 +32,12 @@ def print_status(report: Mapping[str, object]) -> None:
     replication = report["replication"]
     assert isinstance(replication, Mapping)
     print_table("Replication", ("field", "value"), sorted(replication.items()))
+    warehouse = report.get("warehouse")
+    if isinstance(warehouse, Mapping):
+        fields: list[tuple[str, object]] = []
+        for name, value in warehouse.items():
+            if isinstance(value, Mapping):
+                fields.extend((f"{name}.{key}", item) for key, item in value.items())
+            else:
+                fields.append((name, value))
+        print_table("Warehouse", ("field", "value"), fields)

@@ -8,6 +8,9 @@ WHERE NOT EXISTS (SELECT FROM pg_roles WHERE rolname = role_name)
 \gexec
 
 ALTER ROLE cinema_loader WITH LOGIN NOREPLICATION PASSWORD :'loader_password';
+-- ClickHouse's postgresql() drops the UTC offset of the timestamps it reads: the
+-- loader's sessions (its own and ClickHouse's pulls) must see them in UTC.
+ALTER ROLE cinema_loader SET TimeZone = 'UTC';
 ALTER ROLE cinema_monitor WITH LOGIN NOREPLICATION PASSWORD :'monitor_password';
 
 REVOKE ALL ON SCHEMA public FROM PUBLIC;
