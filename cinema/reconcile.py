@@ -13,10 +13,9 @@ from dataclasses import dataclass
 import click
 
 from cinema import db
+from cinema.report import MARTS_DATABASE
 from cinema.settings import Settings
 from cinema.warehouse import warehouse_client
-
-MARTS = "cinema_marts"
 
 
 @dataclass(frozen=True)
@@ -42,7 +41,8 @@ def reconcile(settings: Settings) -> list[Check]:
     with warehouse_client(settings) as client:
         raw_rows, raw_ids = client.query(f"SELECT count(), uniqExact(id) FROM {raw}.viewing_events").result_rows[0]
         accounted, sessions, distinct_sessions = client.query(
-            f"SELECT sum(events + duplicate_deliveries), count(), uniqExact(session_id) FROM {MARTS}.viewing_sessions"
+            "SELECT sum(events + duplicate_deliveries), count(), uniqExact(session_id) "
+            f"FROM {MARTS_DATABASE}.viewing_sessions"
         ).result_rows[0]
         raw_sessions = client.query(f"SELECT uniqExact(session_id) FROM {raw}.viewing_events").result_rows[0][0]
     return [

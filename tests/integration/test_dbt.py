@@ -23,20 +23,13 @@ import yaml
 
 from cinema.paths import DBT_PROJECT
 from cinema.replication import wait_for_subscriber
+from cinema.report import MARTS
 from cinema.warehouse import warehouse_client
 from tests.integration.conftest import RunningStack
 
 pytestmark = pytest.mark.integration
 
 SEED = "918273"
-MARTS = (
-    "viewing_sessions",
-    "daily_viewing",
-    "movie_performance",
-    "movie_dropoff",
-    "viewing_heatmap",
-    "device_country_breakdown",
-)
 KEYS = {
     "cinema_intermediate.int_viewing_events_sessionized": "session_id",
     "cinema_marts.viewing_sessions": "session_id",
