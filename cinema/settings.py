@@ -56,6 +56,9 @@ class Warehouse:
     # loopback port in embedded mode, the service name on click_net in Compose.
     subscriber_address: str
     lock_timeout_seconds: float
+    # The cluster (remote_servers) the raw tables and dbt's models are created on; empty:
+    # a single server. README, "Scaling out past one machine".
+    cluster: str
 
 
 @dataclass(frozen=True)
@@ -195,6 +198,7 @@ def load_settings(env_file: Path | None = None) -> Settings:
             raw_database=text("CLICKHOUSE_DB", "cinema_raw"),
             subscriber_address=text("SUBSCRIBER_ADDRESS_FOR_CLICKHOUSE", f"{subscriber.host}:{subscriber.port}"),
             lock_timeout_seconds=seconds("CLICKHOUSE_CHDB_LOCK_TIMEOUT_SECONDS", 600.0),
+            cluster=text("CLICKHOUSE_CLUSTER", ""),
         ),
         loader=LoaderSettings(
             batch_max_rows=number("LOADER_BATCH_MAX_ROWS", 500_000),

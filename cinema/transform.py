@@ -35,6 +35,7 @@ def dbt_environment(settings: Settings) -> dict[str, str]:
         "CLICKHOUSE_PORT": str(settings.warehouse.port),
         "CLICKHOUSE_DBT_USER": settings.dbt.clickhouse_user,
         "CLICKHOUSE_DBT_PASSWORD": settings.dbt.clickhouse_password,
+        "CLICKHOUSE_CLUSTER": settings.warehouse.cluster,
     }
 
 

@@ -18,7 +18,16 @@ from clickhouse_connect.driver.binding import format_str
 from clickhouse_connect.driver.client import Client
 
 from cinema.settings import Settings
-from loader.schema import BATCHES_TABLE, QUARANTINE_TABLE, RAW_TABLES, TIMESTAMP_RANGE, RawTable, table_ref
+from loader.schema import (
+    BATCHES_TABLE,
+    QUARANTINE_TABLE,
+    RAW_TABLES,
+    TIMESTAMP_RANGE,
+    RawTable,
+    delete_target,
+    on_cluster,
+    table_ref,
+)
 from loader.source import RejectedRow, xid_window
 
 log = logging.getLogger(__name__)
@@ -28,6 +37,11 @@ log = logging.getLogger(__name__)
 # running an INSERT after the HTTP connection that sent it is gone).
 QUERY_ID_PREFIX = "cinema-loader-"
 INSERT_BLOCK_ROWS = 131_072
+# Every statement of the loader's clients on a cluster (README, "Scaling out past one
+# machine"): an INSERT returns only once every shard holds its rows, on a majority of the
+# shard's replicas (with two replicas, both: the checks then see them on any replica),
+# and a window loaded again after recovery is never dropped as a copy of a deleted block.
+CLUSTER_CLIENT_SETTINGS = {"distributed_foreground_insert": 1, "insert_quorum": "auto", "insert_deduplicate": 0}
 
 
 @dataclass(frozen=True)
@@ -167,7 +181,18 @@ def resume_point(client: Client, database: str) -> int:
     return _number(client, f"SELECT max(watermark) FROM {table_ref(database, BATCHES_TABLE)}")
 
 
-def recover(client: Client, database: str) -> int:
+def kill_statement(cluster: str = "") -> str:
+    """Stops every statement of the loader still running. On a cluster, on every node: a
+    shard's part of a distributed INSERT has its own query id and the loader's as its initial one."""
+    query_id = "initial_query_id" if cluster else "query_id"
+    return f"KILL QUERY{on_cluster(cluster)} WHERE startsWith({query_id}, {format_str(QUERY_ID_PREFIX)}) SYNC"
+
+
+def delete_statement(database: str, table: str, resume: int, cluster: str = "") -> str:
+    return f"DELETE FROM {delete_target(database, table, cluster)} WHERE _xid >= {int(resume)}"
+
+
+def recover(client: Client, database: str, cluster: str = "") -> int:
     """Undo whatever a failed or interrupted batch left behind; return the resume point.
 
     Rows at or above the committed watermark can only come from a batch whose
@@ -175,16 +200,18 @@ def recover(client: Client, database: str) -> int:
     A statement of a previous attempt still running on a server is stopped first, so
     it cannot land rows after the delete.
     """
-    client.command(f"KILL QUERY WHERE startsWith(query_id, {format_str(QUERY_ID_PREFIX)}) SYNC")
+    client.command(kill_statement(cluster))
     resume = resume_point(client, database)
     for table in (*(table.name for table in RAW_TABLES), QUARANTINE_TABLE):
-        reference = table_ref(database, table)
-        leftover = _number(client, f"SELECT count() FROM {reference} WHERE _xid >= {resume}")
+        leftover = _number(client, f"SELECT count() FROM {table_ref(database, table)} WHERE _xid >= {resume}")
         if leftover:
             log.warning(
                 "removing %d rows of an uncommitted batch from %s", leftover, table, extra={"watermark": resume}
             )
-            client.command(f"DELETE FROM {reference} WHERE _xid >= {resume}", settings={"lightweight_deletes_sync": 2})
+        # On a cluster the count reads one replica per shard, which may not have fetched a
+        # part yet; the replicated DELETE reaches that part wherever it is.
+        if leftover or cluster:
+            client.command(delete_statement(database, table, resume, cluster), settings={"lightweight_deletes_sync": 2})
     return resume
 
 
@@ -192,6 +219,13 @@ def database_uuid(client: Client, database: str) -> str:
     """The raw database's identity, the same whichever address or host reaches it."""
     result = client.query(f"SELECT toString(uuid) FROM system.databases WHERE name = {format_str(database)}")
     return str(result.result_rows[0][0])
+
+
+def lock_identity(client: Client, database: str, cluster: str = "") -> str:
+    """What the one-loader-per-raw-database lock is named after. Every node of a cluster
+    has its own database UUID, so there the cluster and database names stand for it."""
+    name = f"{cluster}/{database}" if cluster else database_uuid(client, database)
+    return f"cinema-loader/{name}"
 
 
 def progress(client: Client, database: str) -> dict[str, object]:

@@ -202,16 +202,23 @@ class Loader:
         """Connect, take the lock and recover; False while another loader holds the lock."""
         warehouse = self.settings.warehouse
         while len(self._clients) < self.settings.loader.pull_streams:
-            self._clients.append(connect(self.settings, user=warehouse.loader_user, password=warehouse.loader_password))
+            self._clients.append(
+                connect(
+                    self.settings,
+                    user=warehouse.loader_user,
+                    password=warehouse.loader_password,
+                    client_settings=raw.CLUSTER_CLIENT_SETTINGS if warehouse.cluster else None,
+                )
+            )
         if not self._identity:
-            ensure_raw_schema(self.client, self.database)
-            self._identity = f"cinema-loader/{raw.database_uuid(self.client, self.database)}"
+            ensure_raw_schema(self.client, self.database, warehouse.cluster)
+            self._identity = raw.lock_identity(self.client, self.database, warehouse.cluster)
         if self._connection is None or self._connection.closed:
             self._connection = db.loader(self.settings)
         if not source.try_lock(self.connection, self._identity):
             return False
         self.locked = True
-        self.watermark = raw.recover(self.client, self.database)
+        self.watermark = raw.recover(self.client, self.database, warehouse.cluster)
         self.ledger = EventLedger(self.watermark)
         self._pending_since = None
         log.info("loading into %s from watermark %d", self.database, self.watermark, extra={"loader": self.name})

@@ -103,22 +103,23 @@ NAMED_SUBNETS = {
 }
 
 
-def networks_of(service: str) -> set[str]:
-    networks = SERVICES[service].get("networks", [])
+# `services`: another configuration's, e.g. the scale-out overlay merged onto this file.
+def networks_of(service: str, services: dict[str, dict[str, Any]] = SERVICES) -> set[str]:
+    networks = services[service].get("networks", [])
     return set(networks if isinstance(networks, list) else networks.keys())
 
 
-def reaches(service: str) -> dict[str, set[str]]:
+def reaches(service: str, services: dict[str, dict[str, Any]] = SERVICES) -> dict[str, set[str]]:
     peers: dict[str, set[str]] = {}
-    for other in SERVICES:
-        shared = networks_of(service) & networks_of(other)
+    for other in services:
+        shared = networks_of(service, services) & networks_of(other, services)
         if other != service and shared:
             peers[other] = shared
     return peers
 
 
-def environment_of(service: str) -> dict[str, str]:
-    environment = SERVICES[service].get("environment", {})
+def environment_of(service: str, services: dict[str, dict[str, Any]] = SERVICES) -> dict[str, str]:
+    environment = services[service].get("environment", {})
     assert isinstance(environment, dict), f"{service}: environment as a mapping, please"
     return {name: str(value) for name, value in environment.items()}
 
