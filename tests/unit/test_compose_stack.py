@@ -23,6 +23,7 @@ import jsonschema
 import yaml
 
 from cinema.paths import PROJECT_ROOT
+from tests.unit.clickhouse_parser import syntax_errors
 
 COMPOSE_TEXT = (PROJECT_ROOT / "docker-compose.yaml").read_text()
 COMPOSE: dict[str, Any] = yaml.safe_load(COMPOSE_TEXT)
@@ -431,32 +432,10 @@ def test_clickhouse_grants_are_least_privilege() -> None:
 
 
 def test_clickhouse_parses_every_grant() -> None:
-    """ClickHouse's own parser (chdb, in a child process) formats each grant, given a grantee."""
+    """ClickHouse's own parser (chdb, in a child process) accepts each grant, given a grantee."""
     queries = [f"{query} TO probe" for user in xml_users().values() for query in grants(user)]
-    script = (
-        "import json, sys, chdb\n"
-        "connection = chdb.connect(':memory:')\n"
-        "cursor = connection.cursor()\n"
-        "for query in json.load(sys.stdin):\n"
-        "    literal = \"'\" + query.replace('\\\\', '\\\\\\\\').replace(\"'\", \"\\\\'\") + \"'\"\n"
-        "    cursor.execute(f'SELECT formatQuery({literal})')\n"
-        "    print(cursor.fetchall()[0][0])\n"
-    )
-    result = subprocess.run(
-        [sys.executable, "-c", script],
-        input=json.dumps(queries),
-        capture_output=True,
-        text=True,
-        timeout=120,
-        check=False,
-    )
-
-    assert result.returncode == 0, result.stderr[-2000:]
-    assert len(result.stdout.splitlines()) == len(queries)
-    assert "GRANT SELECT ON cinema_marts.* TO probe" in result.stdout.splitlines()
-
-
-# ---------------------------------------------------------------------------- Dockerfiles
+    assert len(queries) > 5
+    assert syntax_errors(queries) == {}
 
 
 def dockerfiles() -> list[Path]:
