@@ -13,7 +13,6 @@ import os
 import platform
 import shutil
 import subprocess
-import sys
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -27,9 +26,10 @@ from bench.dbt import label as dbt_label
 from cinema import sandbox
 from cinema import stack as embedded
 from cinema.console import print_table
+from cinema.paths import executable
 from cinema.settings import Settings, load_settings
 
-CINEMA = str(Path(sys.executable).with_name("cinema"))
+CINEMA = executable("cinema")
 
 
 @dataclass(frozen=True)

@@ -20,7 +20,6 @@ import io
 import os
 import signal
 import subprocess
-import sys
 import threading
 import time
 from collections.abc import Callable
@@ -28,6 +27,7 @@ from dataclasses import dataclass, replace
 from pathlib import Path
 
 from cinema import db, sandbox
+from cinema.paths import executable
 from cinema.replication import wait_for_subscriber
 from cinema.settings import Settings
 from cinema.warehouse import warehouse_client
@@ -35,7 +35,7 @@ from loader import raw, source
 from loader.metrics import probe, scrape_watermark
 from loader.schema import RAW_TABLES, ensure_raw_schema, table_ref
 
-CINEMA = str(Path(sys.executable).with_name("cinema"))
+CINEMA = executable("cinema")
 SEED = 616161
 RAW = "cinema_raw"
 

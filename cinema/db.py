@@ -94,6 +94,12 @@ def run_as_admin(settings: Settings, side: str, *statements: str, database: str 
             cursor.execute(statement)
 
 
+def count_events(settings: Settings, side: str) -> int:
+    """Rows of viewing_events on one server, as the monitoring role sees them."""
+    with closing(monitor(settings, side)) as connection:
+        return int(scalar(connection, "SELECT count(*) FROM viewing_events"))
+
+
 def scalar(connection: Connection, sql: str, params: tuple[object, ...] = ()) -> Any:
     with connection.cursor() as cursor:
         cursor.execute(sql, params)

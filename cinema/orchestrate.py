@@ -19,11 +19,11 @@ from pathlib import Path
 
 import click
 
-from cinema.paths import DAGS, PROJECT_ROOT
+from cinema.paths import DAGS, PROJECT_ROOT, executable
 from cinema.settings import Settings, env_file_entries
 
 DAG_ID = "cinema_elt"
-AIRFLOW = str(Path(sys.executable).with_name("airflow"))
+AIRFLOW = executable("airflow")
 
 
 def airflow_environment(settings: Settings) -> dict[str, str]:

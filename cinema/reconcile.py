@@ -29,14 +29,9 @@ class Check:
         return self.expected == self.actual
 
 
-def _count(settings: Settings, side: str) -> int:
-    with db.closing(db.monitor(settings, side)) as connection:
-        return int(db.scalar(connection, "SELECT count(*) FROM viewing_events"))
-
-
 def reconcile(settings: Settings) -> list[Check]:
-    publisher = _count(settings, "publisher")
-    subscriber = _count(settings, "subscriber")
+    publisher = db.count_events(settings, "publisher")
+    subscriber = db.count_events(settings, "subscriber")
     raw = settings.warehouse.raw_database
     with warehouse_client(settings) as client:
         raw_rows, raw_ids = client.query(f"SELECT count(), uniqExact(id) FROM {raw}.viewing_events").result_rows[0]

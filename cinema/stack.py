@@ -267,10 +267,6 @@ def down(settings: Settings, *, purge: bool) -> list[str]:
     return stopped
 
 
-def _count(connection: db.Connection, table: str) -> int:
-    return int(db.scalar(connection, f"SELECT count(*) FROM {table}"))
-
-
 def status(settings: Settings) -> dict[str, object]:
     """Servers, event counts, subscription state and replication lag, as plain data."""
     report: dict[str, object] = {}
@@ -278,9 +274,8 @@ def status(settings: Settings) -> dict[str, object]:
         files = ServerFiles.of(settings, server)
         entry: dict[str, object] = {"address": f"{server.host}:{server.port}", "running": is_running(files)}
         try:
-            with db.closing(db.monitor(settings, side)) as connection:
-                entry["events"] = _count(connection, "viewing_events")
-                entry["reachable"] = True
+            entry["events"] = db.count_events(settings, side)
+            entry["reachable"] = True
         except psycopg2.OperationalError as error:
             entry["reachable"] = False
             entry["error"] = str(error).strip().splitlines()[0]

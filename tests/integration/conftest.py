@@ -12,7 +12,6 @@ from __future__ import annotations
 import os
 import shutil
 import subprocess
-import sys
 from collections.abc import Iterator
 from dataclasses import dataclass, replace
 from pathlib import Path
@@ -21,10 +20,11 @@ import pytest
 
 from cinema import sandbox
 from cinema import stack as embedded
+from cinema.paths import executable
 from cinema.settings import Settings, load_settings
 
 pytestmark = pytest.mark.integration
-CINEMA = str(Path(sys.executable).with_name("cinema"))
+CINEMA = executable("cinema")
 
 
 @dataclass(frozen=True)

@@ -18,9 +18,9 @@ from typing import Any
 import pytest
 
 from cinema import sandbox
-from cinema.paths import DAGS, DBT_PROJECT, PROJECT_ROOT
+from cinema.paths import DAGS, DBT_PROJECT, PROJECT_ROOT, executable
 
-CINEMA = str(Path(sys.executable).with_name("cinema"))
+CINEMA = executable("cinema")
 
 PROBE = r"""
 import json, socket, subprocess, sys
