@@ -17,7 +17,7 @@ help: ## Show this help
 $(INSTALLED): pyproject.toml constraints.txt
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/pip install --quiet --upgrade pip
-	$(BIN)/pip install --quiet --constraint constraints.txt --editable '.[dev]'
+	$(BIN)/pip install --quiet --constraint constraints.txt --editable '.[all]'
 	@touch $@
 
 install: $(INSTALLED) ## Create .venv and install the project with its pinned dependencies

@@ -10,7 +10,7 @@ from collections.abc import Callable
 from cinema import db
 from cinema.replication import publisher_lsn, wait_for_subscriber
 from cinema.settings import Settings
-from cinema.stack import SUBSCRIPTION
+from cinema.names import SUBSCRIPTION
 
 
 def _subscription(settings: Settings, enabled: bool) -> None:

@@ -12,7 +12,7 @@ import time
 
 from cinema import db
 from cinema.settings import Settings
-from cinema.stack import SUBSCRIPTION
+from cinema.names import SUBSCRIPTION
 
 
 class ReplicationTimeout(TimeoutError):

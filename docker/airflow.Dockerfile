@@ -22,10 +22,14 @@ COPY --chown=50000:0 metabase/ metabase/
 COPY --chown=50000:0 postgres_init/ postgres_init/
 COPY --chown=50000:0 dbt_project/ dbt_project/
 COPY --chown=50000:0 dags/ dags/
-# Naming apache-airflow keeps pip from moving the image's own Airflow. The DAG renders
-# its dbt task group from target/manifest.json; parsing connects to nothing, and the
-# `server` target's connection values all have defaults.
-RUN pip install --constraint constraints.txt --editable . "apache-airflow==3.3.2" \
+# The core plus the airflow and dbt extras (no embedded engines: the tasks reach the
+# servers). Naming apache-airflow keeps pip from moving the image's own Airflow, and
+# `pip check` fails the build if what pip resolved breaks a package the image already
+# had (its providers pin their own dependencies). The DAG renders its dbt task group
+# from target/manifest.json; parsing connects to nothing, and the `server` target's
+# connection values all have defaults.
+RUN pip install --constraint constraints.txt --editable ".[airflow,dbt]" "apache-airflow==3.3.2" \
+    && pip check \
     && CLICKHOUSE_INTERFACE=http dbt parse --project-dir dbt_project --profiles-dir dbt_project
 
 WORKDIR /opt/airflow

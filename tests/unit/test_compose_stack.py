@@ -24,14 +24,16 @@ import yaml
 
 from cinema.paths import PROJECT_ROOT
 from tests.unit.clickhouse_parser import syntax_errors
+from tests.unit.compose_resolve import interpolate
 
 COMPOSE_TEXT = (PROJECT_ROOT / "docker-compose.yaml").read_text()
 COMPOSE: dict[str, Any] = yaml.safe_load(COMPOSE_TEXT)
 SERVICES: dict[str, dict[str, Any]] = COMPOSE["services"]
 ENV_TEMPLATE = (PROJECT_ROOT / ".env_template").read_text()
+README = (PROJECT_ROOT / "README.md").read_text()
 USERS_XML = ElementTree.parse(PROJECT_ROOT / "clickhouse" / "users.d" / "cinema.xml").getroot()  # noqa: S314 (ours)
 
-ONE_SHOTS = {"airflow-init", "metabase-init"}
+ONE_SHOTS = {"airflow-init", "metabase-init", "postgres-setup-publisher", "postgres-setup-subscriber"}
 DEV_ONLY = {"dev-publisher-port", "dev-subscriber-port", "dev-clickhouse-port"}
 # Services whose process is the `cinema` CLI (or runs it, as Airflow's tasks do).
 CINEMA_SERVICES = {"loader", "metabase-init", "airflow-scheduler"}
@@ -39,8 +41,10 @@ CINEMA_SERVICES = {"loader", "metabase-init", "airflow-scheduler"}
 # Who sits on which network: the whole segmentation. A service on a network not
 # listed here, or a new service, fails the matrix test below.
 MEMBERSHIP = {
-    "postgres_publicist": {"data_postgres", "replication_network"},
-    "postgres_subscription": {"replication_network", "click_net"},
+    "postgres_publicist": {"data_postgres", "replication_network", "publisher_setup"},
+    "postgres_subscription": {"replication_network", "click_net", "subscriber_setup"},
+    "postgres-setup-publisher": {"publisher_setup"},
+    "postgres-setup-subscriber": {"subscriber_setup"},
     "clickhouse": {"click_net", "metanet"},
     "loader": {"click_net"},
     "airflow-postgres": {"airflow_internal"},
@@ -50,8 +54,8 @@ MEMBERSHIP = {
     "airflow-dag-processor": {"airflow_internal"},
     "airflow-triggerer": {"airflow_internal"},
     "metabase-postgres": {"metabase_internal"},
-    "metabase": {"metanet", "metabase_internal"},
-    "metabase-init": {"metanet"},
+    "metabase": {"metanet", "metabase_internal", "metabase_api"},
+    "metabase-init": {"metabase_api"},
     "dev-publisher-port": {"data_postgres"},
     "dev-subscriber-port": {"click_net"},
     "dev-clickhouse-port": {"click_net"},
@@ -64,6 +68,7 @@ REACHES = {
         "postgres_subscription": {"replication_network"},
         "airflow-scheduler": {"data_postgres"},
         "dev-publisher-port": {"data_postgres"},
+        "postgres-setup-publisher": {"publisher_setup"},
     },
     "postgres_subscription": {
         "postgres_publicist": {"replication_network"},
@@ -72,13 +77,13 @@ REACHES = {
         "airflow-scheduler": {"click_net"},
         "dev-subscriber-port": {"click_net"},
         "dev-clickhouse-port": {"click_net"},
+        "postgres-setup-subscriber": {"subscriber_setup"},
     },
     "clickhouse": {
         "postgres_subscription": {"click_net"},
         "loader": {"click_net"},
         "airflow-scheduler": {"click_net"},
         "metabase": {"metanet"},
-        "metabase-init": {"metanet"},
         "dev-subscriber-port": {"click_net"},
         "dev-clickhouse-port": {"click_net"},
     },
@@ -91,16 +96,21 @@ REACHES = {
     },
     "metabase": {
         "clickhouse": {"metanet"},
-        "metabase-init": {"metanet"},
+        "metabase-init": {"metabase_api"},
         "metabase-postgres": {"metabase_internal"},
     },
-    "metabase-init": {"clickhouse": {"metanet"}, "metabase": {"metanet"}},
+    # Metabase only: it never talks to ClickHouse itself.
+    "metabase-init": {"metabase": {"metabase_api"}},
+    "postgres-setup-publisher": {"postgres_publicist": {"publisher_setup"}},
+    "postgres-setup-subscriber": {"postgres_subscription": {"subscriber_setup"}},
 }
 
+# The original's subnets, each the default of a variable a host whose LAN or Docker
+# address pool overlaps can set in .env.
 NAMED_SUBNETS = {
-    "replication_network": "192.168.1.0/24",
-    "click_net": "192.168.2.0/24",
-    "metanet": "192.168.3.0/24",
+    "replication_network": ("REPLICATION_SUBNET", "192.168.1.0/24"),
+    "click_net": ("CLICK_NET_SUBNET", "192.168.2.0/24"),
+    "metanet": ("METANET_SUBNET", "192.168.3.0/24"),
 }
 
 
@@ -216,11 +226,22 @@ def test_segmentation_rules_of_the_original() -> None:
     assert COMPOSE["networks"]["metabase_internal"] == {"internal": True}
 
 
-def test_the_four_networks_of_the_original_exist_with_their_subnets() -> None:
+def test_the_four_networks_of_the_original_exist_with_their_subnets_by_default() -> None:
     networks = COMPOSE["networks"]
     assert "data_postgres" in networks
-    for name, subnet in NAMED_SUBNETS.items():
-        assert networks[name]["ipam"]["config"] == [{"subnet": subnet}], name
+    for name, (variable, subnet) in NAMED_SUBNETS.items():
+        assert networks[name]["ipam"]["config"] == [{"subnet": f"${{{variable}:-{subnet}}}"}], name
+        assert template_default(variable) == subnet, variable
+        assert interpolate(f"${{{variable}:-{subnet}}}", {}) == subnet
+        assert interpolate(f"${{{variable}:-{subnet}}}", {variable: "10.99.1.0/24"}) == "10.99.1.0/24"
+    assert re.search(r"\| Compose: `Pool overlaps with other one on this address space` \|", README), (
+        "README's Troubleshooting has no entry for overlapping subnets"
+    )
+
+
+def test_the_setup_networks_and_metabases_api_network_lead_nowhere_else() -> None:
+    for name in ("metabase_api", "publisher_setup", "subscriber_setup", "metabase_internal"):
+        assert COMPOSE["networks"][name] == {"internal": True}, name
 
 
 def test_only_the_user_interfaces_are_published_by_default() -> None:
@@ -275,6 +296,51 @@ def test_postgres_servers_run_18_with_logical_wal_and_the_shared_init() -> None:
     for name in ("postgres_publicist", "postgres_subscription", "airflow-postgres", "metabase-postgres"):
         # postgres:18 keeps its data in /var/lib/postgresql/18/docker: the volume goes one level up.
         assert any(str(v).endswith(":/var/lib/postgresql") for v in SERVICES[name]["volumes"]), name
+
+
+AIRFLOW_HEALTH = {"interval": "30s", "timeout": "10s", "retries": 5, "start_period": "30s"}
+
+
+def test_airflow_components_are_probed_on_airflows_own_schedule() -> None:
+    """Each probe starts an Airflow process (or asks its API): every 30 s with 10 s to answer,
+    as Airflow's own docker-compose.yaml does, not every 5 s."""
+    components = [name for name in SERVICES if name.startswith("airflow-") and name not in ONE_SHOTS | {"airflow-postgres"}]
+    assert len(components) == 4
+    for name in components:
+        healthcheck = {key: value for key, value in SERVICES[name]["healthcheck"].items() if key != "test"}
+        assert healthcheck == AIRFLOW_HEALTH, name
+
+
+def apply_sh_requires(side: str) -> set[str]:
+    apply_sh = (PROJECT_ROOT / "postgres_init" / "apply.sh").read_text()
+    block = re.search(rf"{side}\)\s*required=\(([^)]*)\)", apply_sh)
+    assert block, side
+    return set(block.group(1).split())
+
+
+def test_postgres_setup_is_applied_again_on_every_up_over_tcp() -> None:
+    for server, side in (("postgres_publicist", "publisher"), ("postgres_subscription", "subscriber")):
+        name = f"postgres-setup-{side}"
+        service = SERVICES[name]
+        environment = environment_of(name)
+        assert "profiles" not in service, f"{name} runs on every `docker compose up`"
+        assert service["image"] == SERVICES[server]["image"], name
+        assert service["command"] == ["bash", "/opt/cinema/postgres_init/apply.sh", side], name
+        assert "./postgres_init:/opt/cinema/postgres_init:ro" in service["volumes"], name
+        # Over TCP, as the server's administrator, into its database: the same values its init uses.
+        assert environment["PGHOST"] == server and environment["PGPORT"] == "5432", name
+        for pg, postgres in (("PGUSER", "POSTGRES_USER"), ("PGPASSWORD", "POSTGRES_PASSWORD"), ("PGDATABASE", "POSTGRES_DB")):
+            assert environment[pg] == environment_of(server)[postgres], (name, pg)
+        assert apply_sh_requires(side) <= set(environment), f"{name} lacks {apply_sh_requires(side) - set(environment)}"
+        assert service["depends_on"][server] == {"condition": "service_healthy"}, name
+    subscriber_setup = SERVICES["postgres-setup-subscriber"]["depends_on"]
+    assert subscriber_setup["postgres-setup-publisher"] == {"condition": "service_completed_successfully"}
+    # Whatever uses the roles waits for them.
+    for name in ("loader", "airflow-scheduler"):
+        assert SERVICES[name]["depends_on"]["postgres-setup-subscriber"] == {"condition": "service_completed_successfully"}
+    assert SERVICES["airflow-scheduler"]["depends_on"]["postgres-setup-publisher"] == {
+        "condition": "service_completed_successfully"
+    }
 
 
 def test_postgres_init_gets_every_variable_apply_sh_requires() -> None:
@@ -361,6 +427,8 @@ def test_each_container_gets_the_secrets_of_its_own_roles_only() -> None:
         "POSTGRES_LOADER_PASSWORD",
         "CLICKHOUSE_DBT_PASSWORD",
         "CLICKHOUSE_PASSWORD",
+        # `cinema report`, the DAG's last task, reads the marts as Metabase's reader.
+        "CLICKHOUSE_METABASE_PASSWORD",
         "AIRFLOW__API_AUTH__JWT_SECRET",
         "AIRFLOW__API__SECRET_KEY",
     }
@@ -471,7 +539,7 @@ def test_images_copy_every_package_and_run_as_non_root() -> None:
         text = path.read_text()
         for folder in [*packages, "postgres_init", "dbt_project"]:
             assert re.search(rf"^COPY .*\b{folder}/ {folder}/$", text, flags=re.MULTILINE), f"{path}: {folder}"
-        assert "--constraint constraints.txt --editable ." in text, path
+        assert "--constraint constraints.txt --editable " in text, path
         last_user = re.findall(r"^USER (\S+)$", text, flags=re.MULTILINE)[-1]
         assert last_user not in ("0", "root"), path
     assert ".env\n" in (PROJECT_ROOT / ".dockerignore").read_text()
