@@ -266,6 +266,16 @@ def log_in(client: MetabaseClient, metabase: MetabaseSettings, properties: dict[
     client.session = str(answer["id"])
 
 
+def ensure_no_tracking(client: MetabaseClient, properties: dict[str, Any], report: Report) -> None:
+    """Anonymous usage tracking off. `POST /api/setup` turns it on whatever its
+    `prefs.allow_tracking` says; the setting is public, so the session properties show it."""
+    if properties.get("anon-tracking-enabled") is False:
+        report.note(False, "anonymous tracking: off")
+        return
+    client.send("PUT", "/api/setting/anon-tracking-enabled", {"value": False})
+    report.note(True, "anonymous tracking: off")
+
+
 def ensure_database(client: MetabaseClient, settings: Settings, definition: Definition, report: Report) -> int:
     for database in _rows(client.send("GET", "/api/database")):
         if database.get("name") == definition.database_name:
@@ -390,6 +400,7 @@ def provision(
     wait_until_healthy(client, health_timeout_seconds)
     properties = client.send("GET", "/api/session/properties")
     log_in(client, settings.metabase, properties, report)
+    ensure_no_tracking(client, properties, report)
     database_id = ensure_database(client, settings, definition, report)
     card_ids = ensure_cards(client, database_id, definition.cards, report)
     dashboard_id = ensure_dashboard(client, definition, card_ids, report)

@@ -140,6 +140,24 @@ def provision(url: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, **overr
     return CliRunner().invoke(main, ["metabase", "provision", "--wait", "30"])
 
 
+def tracking_off() -> dict[str, Any]:
+    [exchange] = [e for e in CONTRACT["first_run"] if e["path"] == "/api/setting/anon-tracking-enabled"]
+    return dict(exchange)
+
+
+def test_anonymous_tracking_is_switched_off_right_after_the_login() -> None:
+    """Metabase's source (src/metabase/settings): `anon-tracking-enabled`, boolean, default true,
+    public; `PUT /api/setting/:key` with `{"value": ...}` answers 204."""
+    first = CONTRACT["first_run"]
+    paths = [(e["method"], e["path"]) for e in first]
+    setup = paths.index(("POST", "/api/setup"))
+
+    assert paths[setup + 1] == ("PUT", "/api/setting/anon-tracking-enabled")
+    assert first[setup + 1]["body"] == {"value": False} and first[setup + 1]["session"] is True
+    assert first[setup - 1]["response"]["anon-tracking-enabled"] is True, "Metabase's default"
+    assert CONTRACT["rerun"][1]["response"]["anon-tracking-enabled"] is False, "a rerun finds it off and leaves it"
+
+
 def test_first_run_creates_everything_in_the_recorded_order(
     recorded: tuple[RecordedMetabase, str], tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
@@ -182,7 +200,10 @@ def test_interrupted_run_is_completed_without_duplicates(
     metabase, url = recorded
     metabase.exchanges = [
         rerun["GET", "/api/health"],
-        {**rerun["GET", "/api/session/properties"], "response": {"has-user-setup": True, "custom-homepage": False}},
+        {
+            **rerun["GET", "/api/session/properties"],
+            "response": {"has-user-setup": True, "custom-homepage": False, "anon-tracking-enabled": False},
+        },
         rerun["POST", "/api/session"],
         rerun["GET", "/api/database"],
         {**rerun["GET", "/api/card?f=all"], "response": cards_so_far},
@@ -214,7 +235,9 @@ def test_setup_lost_to_a_concurrent_run_logs_in_instead(
         first[1],
         first[2],
         {**first[3], "status": 403, "response": already_set_up},
-        *rerun[2:],
+        rerun[2],
+        tracking_off(),
+        *rerun[3:],
         first[-1],
     ]
 
