@@ -185,10 +185,11 @@ def covered(needed: tuple[str, str], grants: frozenset[tuple[str, str]]) -> bool
 
 
 def assert_login(
-    stack: Stack, client: str, server: str, login: Login, needs: set[tuple[str, str]], what: str
+    stack: Stack, client: str | None, server: str, login: Login, needs: set[tuple[str, str]], what: str
 ) -> None:
-    where = f"{stack.name}: {client} ({what}) -> {server}"
-    assert stack.reaches(client, server), f"{where}: no network in common"
+    """`client` None: the host, through a port the dev profile publishes."""
+    where = f"{stack.name}: {client or 'the host'} ({what}) -> {server}"
+    assert client is None or stack.reaches(client, server), f"{where}: no network in common"
     account = stack.accounts[server].get(login.user)
     assert account is not None, f"{where}: no user {login.user!r} (there are {sorted(stack.accounts[server])})"
     assert login.password == account.password, f"{where}: {login.user!r} sends a password the server does not hold"
@@ -196,6 +197,27 @@ def assert_login(
     assert not missing, f"{where}: {login.user!r} lacks {sorted(missing)}"
     if server in stack.databases and login.database:
         assert login.database == stack.databases[server], f"{where}: database {login.database!r}"
+
+
+ADDRESSES = (
+    ("publisher", "POSTGRES_PUBLICIST_HOST", "POSTGRES_PUBLICIST_PORT"),
+    ("subscriber", "POSTGRES_SUBSCRIPTION_HOST", "POSTGRES_SUBSCRIPTION_PORT"),
+    ("clickhouse", "CLICKHOUSE_HOST", "CLICKHOUSE_PORT"),
+)
+
+
+def published_to(stack: Stack, host: str, port: str) -> str:
+    """The service a dev-profile port on the host forwards to (socat TCP-LISTEN ... TCP:service:port)."""
+    assert host == "127.0.0.1", f"the dev profile publishes on 127.0.0.1 only, not {host}"
+    for service in stack.services.values():
+        for published in service.get("ports", []):
+            address, _, inside = str(published).rpartition(":")
+            if address == f"127.0.0.1:{port}" and "profiles" in service:
+                [target] = [word for word in service["command"] if word.startswith("TCP:")]
+                name, target_port = target.removeprefix("TCP:").split(":")
+                assert service["command"][0].startswith(f"TCP-LISTEN:{inside},"), service["command"]
+                return name if target_port in (str(POSTGRES_PORT), str(CLICKHOUSE_PORT)) else ""
+    return f"<nothing published on 127.0.0.1:{port}>"
 
 
 @dataclass
@@ -206,29 +228,32 @@ class Doors:
     subscriber: PostgresDoor
     clickhouse: ClickHouseDoor
 
-    def aimed(self, stack: Stack, service: str) -> tuple[dict[str, str], dict[str, str]]:
+    def aimed(self, stack: Stack, service: str | None, host_environment: dict[str, str] | None = None) -> tuple[dict[str, str], dict[str, str]]:
         """(the service's environment with its addresses on the stand-ins, door -> the service it stands for).
 
-        Also set, as the image sets them: PATH and HOME; and the state folder is the
-        working directory (a temporary one), not the container's."""
+        `service` None: a process on the host with `host_environment`, reaching the stack
+        through the ports the dev profile publishes. Also set, as the image sets them:
+        PATH and HOME; and the state folder is the working directory (a temporary one)."""
+        own = stack.environments[service] if service else host_environment or {}
         environment = {
-            **stack.environments[service],
+            **own,
             "PATH": os.environ["PATH"],
             "HOME": os.environ.get("HOME", "/root"),
             "CINEMA_STATE_DIR": str(Path.cwd() / "state"),
         }
         stands_for = {}
-        for door, host, port in (
-            ("publisher", "POSTGRES_PUBLICIST_HOST", "POSTGRES_PUBLICIST_PORT"),
-            ("subscriber", "POSTGRES_SUBSCRIPTION_HOST", "POSTGRES_SUBSCRIPTION_PORT"),
-            ("clickhouse", "CLICKHOUSE_HOST", "CLICKHOUSE_PORT"),
-        ):
+        for door, host, port in ADDRESSES:
             if host not in environment:
                 continue
-            expected_port = CLICKHOUSE_PORT if door == "clickhouse" else POSTGRES_PORT
-            assert environment[host] in stack.services, f"{service}: {host}={environment[host]} is no service"
-            assert environment.get(port) == str(expected_port), f"{service}: {port}"
-            stands_for[door] = environment[host]
+            server = (
+                published_to(stack, environment[host], environment.get(port, ""))
+                if service is None
+                else environment[host]
+            )
+            expected_port = str(CLICKHOUSE_PORT if door == "clickhouse" else POSTGRES_PORT)
+            assert server in stack.services, f"{service}: {host}={environment[host]} is no service"
+            assert service is None or environment.get(port) == expected_port, f"{service}: {port}"
+            stands_for[door] = server
             environment[host], environment[port] = "127.0.0.1", str(getattr(self, door).port)
         return environment, stands_for
 
@@ -259,11 +284,13 @@ def settings_from(environment: dict[str, str]) -> Settings:
         return load_settings(Path("no-such.env"))
 
 
-def run_cli(environment: dict[str, str], *args: str) -> None:
+def run_cli(environment: dict[str, str], *args: str, fails: bool = True) -> str:
     """`cinema ARGS` in this process, with exactly `environment`; it is expected to fail at a login."""
     with mock.patch.dict(os.environ, environment, clear=True):
         result = CliRunner().invoke(main, list(args))
-    assert result.exit_code != 0, f"cinema {' '.join(args)} got past a refused login: {result.output}"
+    if fails:
+        assert result.exit_code != 0, f"cinema {' '.join(args)} got past a refused login: {result.output}"
+    return result.output
 
 
 def attempt(call: Callable[[], object]) -> None:
@@ -506,3 +533,33 @@ def test_metabase_and_airflow_reach_their_own_databases(stack: Stack) -> None:
             assert url.scheme == "postgresql" and url.port in (None, POSTGRES_PORT), (service, name)
             login = Login(url.username or "", urllib.parse.unquote(url.password or ""), url.path.lstrip("/"))
             assert_login(stack, service, url.hostname or "", login, {("ALL", "*")}, name)
+
+
+# ---------------------------------------------------------------------------- the host, with the dev profile
+
+# What README's Docker Compose section tells a host-side `cinema` to add to the generated .env.
+HOST_SIDE_FOR_THE_DEV_PROFILE = {"CLICKHOUSE_INTERFACE": "http"}
+
+
+@pytest.mark.usefixtures("bare_directory")
+def test_cinema_stack_status_on_the_host_sees_the_compose_stack_through_the_dev_profile(
+    stack: Stack, doors: Doors, dotenv: dict[str, str]
+) -> None:
+    readme = (PROJECT_ROOT / "README.md").read_text()
+    assert "CLICKHOUSE_INTERFACE=http cinema stack status" in readme
+    host = {**dotenv, **HOST_SIDE_FOR_THE_DEV_PROFILE}
+    environment, stands_for = doors.aimed(stack, None, host)
+
+    output = run_cli(environment, "stack", "status", "--json", fails=False)
+
+    assert stands_for == {"publisher": "postgres_publicist", "subscriber": "postgres_subscription", "clickhouse": "clickhouse"}
+    taken = doors.take()
+    needs = {
+        "publisher": {("MEMBER", "pg_monitor"), *PUBLISHER_EVENTS},
+        "subscriber": {("MEMBER", "pg_monitor"), ("SELECT", "viewing_events")},
+        "clickhouse": {("SELECT", "cinema_raw.*")},
+    }
+    for door, logins in taken.items():
+        assert logins, f"cinema stack status never asked the {door}: {output}"
+        for login in logins:
+            assert_login(stack, None, stands_for[door], login, needs[door], "cinema stack status")

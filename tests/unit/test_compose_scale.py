@@ -327,8 +327,8 @@ def test_the_networks_of_the_original_and_their_subnets_are_untouched():
     networks = MERGED["networks"]
     for name, definition in COMPOSE["networks"].items():
         assert networks[name] == definition, name
-    for name, subnet in NAMED_SUBNETS.items():
-        assert networks[name]["ipam"]["config"] == [{"subnet": subnet}], name
+    for name, (variable, subnet) in NAMED_SUBNETS.items():
+        assert networks[name]["ipam"]["config"] == [{"subnet": f"${{{variable}:-{subnet}}}"}], name
 
 
 # ---------------------------------------------------------------------------- Airflow
