@@ -8,9 +8,9 @@ import time
 from collections.abc import Callable
 
 from cinema import db
+from cinema.names import SUBSCRIPTION
 from cinema.replication import publisher_lsn, wait_for_subscriber
 from cinema.settings import Settings
-from cinema.names import SUBSCRIPTION
 
 
 def _subscription(settings: Settings, enabled: bool) -> None:

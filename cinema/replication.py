@@ -11,8 +11,8 @@ from __future__ import annotations
 import time
 
 from cinema import db
-from cinema.settings import Settings
 from cinema.names import SUBSCRIPTION
+from cinema.settings import Settings
 
 
 class ReplicationTimeout(TimeoutError):

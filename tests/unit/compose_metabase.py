@@ -42,7 +42,7 @@ class RecordingMetabase:
 
             do_GET = do_POST = do_PUT = _answer
 
-            def log_message(self, format: str, *args: object) -> None:  # noqa: A002 (the base class's name)
+            def log_message(self, format: str, *args: object) -> None:
                 pass
 
         self._server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)

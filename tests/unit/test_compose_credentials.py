@@ -112,7 +112,9 @@ def clickhouse_grants(queries: list[str]) -> frozenset[tuple[str, str]]:
 def clickhouse_users(server_environment: dict[str, str]) -> dict[str, Account]:
     users = {
         # The image's entrypoint makes CLICKHOUSE_USER an administrator with access management.
-        server_environment["CLICKHOUSE_USER"]: Account(server_environment["CLICKHOUSE_PASSWORD"], frozenset({("ALL", "*.*")}))
+        server_environment["CLICKHOUSE_USER"]: Account(
+            server_environment["CLICKHOUSE_PASSWORD"], frozenset({("ALL", "*.*")})
+        )
     }
     for path in sorted((PROJECT_ROOT / "clickhouse" / "users.d").glob("*.xml")):
         root = ElementTree.parse(path).getroot()  # noqa: S314 (ours)
@@ -179,9 +181,7 @@ def stack(request: pytest.FixtureRequest, dotenv: dict[str, str]) -> Stack:
 def covered(needed: tuple[str, str], grants: frozenset[tuple[str, str]]) -> bool:
     privilege, target = needed
     database = target.split(".")[0]
-    return any(
-        granted in (privilege, "ALL") and on in (target, f"{database}.*", "*.*", "*") for granted, on in grants
-    )
+    return any(granted in (privilege, "ALL") and on in (target, f"{database}.*", "*.*", "*") for granted, on in grants)
 
 
 def assert_login(
@@ -228,7 +228,9 @@ class Doors:
     subscriber: PostgresDoor
     clickhouse: ClickHouseDoor
 
-    def aimed(self, stack: Stack, service: str | None, host_environment: dict[str, str] | None = None) -> tuple[dict[str, str], dict[str, str]]:
+    def aimed(
+        self, stack: Stack, service: str | None, host_environment: dict[str, str] | None = None
+    ) -> tuple[dict[str, str], dict[str, str]]:
         """(the service's environment with its addresses on the stand-ins, door -> the service it stands for).
 
         `service` None: a process on the host with `host_environment`, reaching the stack
@@ -258,7 +260,9 @@ class Doors:
         return environment, stands_for
 
     def take(self) -> dict[str, list[Login]]:
-        taken = {name: list(dict.fromkeys(getattr(self, name).logins)) for name in ("publisher", "subscriber", "clickhouse")}
+        taken = {
+            name: list(dict.fromkeys(getattr(self, name).logins)) for name in ("publisher", "subscriber", "clickhouse")
+        }
         for name in taken:
             getattr(self, name).logins.clear()
         return taken
@@ -309,11 +313,21 @@ DAG_TASK_USES: dict[str, list[Use]] = {
         (
             "cinema generate",
             lambda _settings, env: run_cli(env, "generate", "--events", "10", "--seed", "1"),
-            {"publisher": {("INSERT", "viewing_events"), ("INSERT", "producer_batches"), ("SELECT", "producer_batches")}},
+            {
+                "publisher": {
+                    ("INSERT", "viewing_events"),
+                    ("INSERT", "producer_batches"),
+                    ("SELECT", "producer_batches"),
+                }
+            },
         )
     ],
     "publisher_position": [
-        ("publisher_lsn", lambda settings, _env: attempt(lambda: publisher_lsn(settings)), {"publisher": {("MEMBER", "pg_monitor")}})
+        (
+            "publisher_lsn",
+            lambda settings, _env: attempt(lambda: publisher_lsn(settings)),
+            {"publisher": {("MEMBER", "pg_monitor")}},
+        )
     ],
     "wait_for_subscriber": [
         (
@@ -323,14 +337,28 @@ DAG_TASK_USES: dict[str, list[Use]] = {
         )
     ],
     "load_warehouse": [
-        ("cinema load --until-caught-up", lambda _s, env: run_cli(env, "load", "--until-caught-up"), {"publisher": {("MEMBER", "pg_monitor")}}),
-        ("its subscriber snapshot", lambda settings, _env: attempt(lambda: db.loader(settings)), {"subscriber": {("SELECT", "viewing_events")}}),
+        (
+            "cinema load --until-caught-up",
+            lambda _s, env: run_cli(env, "load", "--until-caught-up"),
+            {"publisher": {("MEMBER", "pg_monitor")}},
+        ),
+        (
+            "its subscriber snapshot",
+            lambda settings, _env: attempt(lambda: db.loader(settings)),
+            {"subscriber": {("SELECT", "viewing_events")}},
+        ),
     ],
     "transform": [
         (
             "dbt, as cosmos runs it (cinema dbt debug)",
             lambda _s, env: run_cli(env, "dbt", "debug"),
-            {"clickhouse": {("SELECT", "cinema_raw.*"), ("CREATE TABLE", "cinema_marts.*"), ("DROP TABLE", "cinema_staging.*")}},
+            {
+                "clickhouse": {
+                    ("SELECT", "cinema_raw.*"),
+                    ("CREATE TABLE", "cinema_marts.*"),
+                    ("DROP TABLE", "cinema_staging.*"),
+                }
+            },
         ),
         (
             "its check for the raw tables",
@@ -339,15 +367,25 @@ DAG_TASK_USES: dict[str, list[Use]] = {
         ),
     ],
     "reconcile": [
-        ("cinema check", lambda _s, env: run_cli(env, "check"), {"publisher": PUBLISHER_EVENTS | {("MEMBER", "pg_monitor")}}),
-        ("its subscriber count", lambda settings, _env: attempt(lambda: db.count_events(settings, "subscriber")), {"subscriber": {("SELECT", "viewing_events")}}),
+        (
+            "cinema check",
+            lambda _s, env: run_cli(env, "check"),
+            {"publisher": PUBLISHER_EVENTS | {("MEMBER", "pg_monitor")}},
+        ),
+        (
+            "its subscriber count",
+            lambda settings, _env: attempt(lambda: db.count_events(settings, "subscriber")),
+            {"subscriber": {("SELECT", "viewing_events")}},
+        ),
         (
             "its warehouse counts",
             lambda settings, _env: attempt(lambda: warehouse_client(settings).__enter__()),
             {"clickhouse": {("SELECT", "cinema_raw.*"), ("SELECT", "cinema_marts.*")}},
         ),
     ],
-    "report": [("cinema report", lambda _s, env: run_cli(env, "report"), {"clickhouse": {("SELECT", "cinema_marts.*")}})],
+    "report": [
+        ("cinema report", lambda _s, env: run_cli(env, "report"), {"clickhouse": {("SELECT", "cinema_marts.*")}})
+    ],
 }
 
 
@@ -403,7 +441,9 @@ def dag_tasks() -> set[str]:
     groups = {
         target.id
         for node in ast.walk(tree)
-        if isinstance(node, ast.Assign) and isinstance(node.value, ast.Call) and ast.unparse(node.value.func) == "DbtTaskGroup"
+        if isinstance(node, ast.Assign)
+        and isinstance(node.value, ast.Call)
+        and ast.unparse(node.value.func) == "DbtTaskGroup"
         for target in node.targets
         if isinstance(target, ast.Name)
     }
@@ -439,9 +479,8 @@ def test_the_report_task_logs_in_as_metabases_reader(stack: Stack, doors: Doors)
 @pytest.mark.usefixtures("bare_directory")
 def test_the_loader_service_logs_in_as_itself(stack: Stack, doors: Doors) -> None:
     def attach(settings: Settings, _env: dict[str, str]) -> None:
-        from loader.service import Loader
-
         from loader.metrics import Metrics
+        from loader.service import Loader
 
         attempt(lambda: Loader(settings, Metrics()).attach())
 
@@ -451,7 +490,13 @@ def test_the_loader_service_logs_in_as_itself(stack: Stack, doors: Doors) -> Non
         stack,
         doors,
         "loader",
-        [("its subscriber connection", lambda s, _e: attempt(lambda: db.loader(s)), {"subscriber": {("SELECT", "viewing_events")}})],
+        [
+            (
+                "its subscriber connection",
+                lambda s, _e: attempt(lambda: db.loader(s)),
+                {"subscriber": {("SELECT", "viewing_events")}},
+            )
+        ],
     )
 
 
@@ -488,7 +533,9 @@ def test_the_subscription_logs_in_to_the_publisher_as_the_replicator(stack: Stac
         environment = stack.environments[applier]
         host = environment["PUBLISHER_HOST_FOR_SUBSCRIBER"]
         assert environment["PUBLISHER_PORT_FOR_SUBSCRIBER"] == str(POSTGRES_PORT)
-        login = Login("cinema_replicator", environment["POSTGRES_REPLICATION_PASSWORD"], environment["POSTGRES_PUBLICIST_DB"])
+        login = Login(
+            "cinema_replicator", environment["POSTGRES_REPLICATION_PASSWORD"], environment["POSTGRES_PUBLICIST_DB"]
+        )
         # The subscriber server makes the connection, whoever runs CREATE SUBSCRIPTION.
         assert_login(stack, "postgres_subscription", host, login, {("REPLICATION", ""), *PUBLISHER_EVENTS}, applier)
     sql = (PROJECT_ROOT / "postgres_init" / "subscriber" / "30_subscription.sql").read_text()
@@ -552,7 +599,11 @@ def test_cinema_stack_status_on_the_host_sees_the_compose_stack_through_the_dev_
 
     output = run_cli(environment, "stack", "status", "--json", fails=False)
 
-    assert stands_for == {"publisher": "postgres_publicist", "subscriber": "postgres_subscription", "clickhouse": "clickhouse"}
+    assert stands_for == {
+        "publisher": "postgres_publicist",
+        "subscriber": "postgres_subscription",
+        "clickhouse": "clickhouse",
+    }
     taken = doors.take()
     needs = {
         "publisher": {("MEMBER", "pg_monitor"), *PUBLISHER_EVENTS},

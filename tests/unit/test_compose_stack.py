@@ -304,7 +304,9 @@ AIRFLOW_HEALTH = {"interval": "30s", "timeout": "10s", "retries": 5, "start_peri
 def test_airflow_components_are_probed_on_airflows_own_schedule() -> None:
     """Each probe starts an Airflow process (or asks its API): every 30 s with 10 s to answer,
     as Airflow's own docker-compose.yaml does, not every 5 s."""
-    components = [name for name in SERVICES if name.startswith("airflow-") and name not in ONE_SHOTS | {"airflow-postgres"}]
+    components = [
+        name for name in SERVICES if name.startswith("airflow-") and name not in ONE_SHOTS | {"airflow-postgres"}
+    ]
     assert len(components) == 4
     for name in components:
         healthcheck = {key: value for key, value in SERVICES[name]["healthcheck"].items() if key != "test"}
@@ -329,7 +331,11 @@ def test_postgres_setup_is_applied_again_on_every_up_over_tcp() -> None:
         assert "./postgres_init:/opt/cinema/postgres_init:ro" in service["volumes"], name
         # Over TCP, as the server's administrator, into its database: the same values its init uses.
         assert environment["PGHOST"] == server and environment["PGPORT"] == "5432", name
-        for pg, postgres in (("PGUSER", "POSTGRES_USER"), ("PGPASSWORD", "POSTGRES_PASSWORD"), ("PGDATABASE", "POSTGRES_DB")):
+        for pg, postgres in (
+            ("PGUSER", "POSTGRES_USER"),
+            ("PGPASSWORD", "POSTGRES_PASSWORD"),
+            ("PGDATABASE", "POSTGRES_DB"),
+        ):
             assert environment[pg] == environment_of(server)[postgres], (name, pg)
         assert apply_sh_requires(side) <= set(environment), f"{name} lacks {apply_sh_requires(side) - set(environment)}"
         assert service["depends_on"][server] == {"condition": "service_healthy"}, name
@@ -337,7 +343,9 @@ def test_postgres_setup_is_applied_again_on_every_up_over_tcp() -> None:
     assert subscriber_setup["postgres-setup-publisher"] == {"condition": "service_completed_successfully"}
     # Whatever uses the roles waits for them.
     for name in ("loader", "airflow-scheduler"):
-        assert SERVICES[name]["depends_on"]["postgres-setup-subscriber"] == {"condition": "service_completed_successfully"}
+        assert SERVICES[name]["depends_on"]["postgres-setup-subscriber"] == {
+            "condition": "service_completed_successfully"
+        }
     assert SERVICES["airflow-scheduler"]["depends_on"]["postgres-setup-publisher"] == {
         "condition": "service_completed_successfully"
     }
