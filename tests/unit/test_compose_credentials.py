@@ -547,18 +547,40 @@ def test_the_subscription_logs_in_to_the_publisher_as_the_replicator(stack: Stac
 
 @pytest.mark.usefixtures("bare_directory")
 def test_metabase_init_hands_metabase_its_read_only_user(stack: Stack) -> None:
-    """`cinema metabase provision`, for real, against a stand-in Metabase that records the connection it is given."""
-    from tests.unit.compose_metabase import RecordingMetabase
+    """`cinema metabase provision`, for real, against Metabase's recorded contract up to the point
+    where it asks Metabase to add the warehouse; that request is refused, and its body checked."""
+    from tests.unit.test_metabase_provision import CONTRACT, RecordedMetabase, serving
 
     environment = dict(stack.environments["metabase-init"])
     url = urllib.parse.urlsplit(environment["METABASE_URL"])
     assert (url.hostname, url.port) == ("metabase", METABASE_PORT)
     assert stack.reaches("metabase-init", "metabase")
-    with RecordingMetabase() as metabase:
-        environment["METABASE_URL"] = metabase.url
+    first = {(e["method"], e["path"]): e for e in CONTRACT["first_run"]}
+    health, properties, log_in = CONTRACT["rerun"][:3]
+    add_database = first["POST", "/api/database"]
+    # The recorded body, less the password: the one under test is this stack's.
+    recorded_details = {key: value for key, value in add_database["body"]["details"].items() if key != "password"}
+    metabase = RecordedMetabase(
+        exchanges=[
+            health,
+            properties,
+            {**log_in, "body": {"username": environment["METABASE_ADMIN_EMAIL"]}},
+            first["GET", "/api/database"],
+            {
+                **add_database,
+                "body": {**add_database["body"], "details": recorded_details},
+                "status": 400,
+                "response": {"message": "a test's stand-in"},
+            },
+        ]
+    )
+    with serving(metabase) as metabase_url:
+        environment["METABASE_URL"] = metabase_url
         run_cli(environment, "metabase", "provision", "--wait", "5")
-    details = metabase.database_details
-    assert details is not None, "provision never asked Metabase to add the warehouse"
+    assert metabase.mismatches == []
+    [details] = [
+        body["details"] for method, path, body in metabase.received if (method, path) == ("POST", "/api/database")
+    ]
     assert (details["host"], details["port"]) == ("clickhouse", CLICKHOUSE_PORT)
     login = Login(details["user"], details["password"], "")
     assert_login(stack, "metabase", "clickhouse", login, {("SELECT", "cinema_marts.*")}, "its ClickHouse database")

@@ -11,6 +11,7 @@ from __future__ import annotations
 import json
 import threading
 from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
@@ -58,10 +59,13 @@ class RecordedMetabase:
     mismatches: list[str] = field(default_factory=list)
     served: int = 0
     sessions: set[str] = field(default_factory=set)
+    # Every request as it came: (method, path, JSON body).
+    received: list[tuple[str, str, Any]] = field(default_factory=list)
     lock: threading.Lock = field(default_factory=threading.Lock)
 
     def answer(self, method: str, path: str, headers: dict[str, str], body: Any) -> tuple[int, Any]:
         with self.lock:
+            self.received.append((method, path, body))
             if self.served >= len(self.exchanges):
                 self.mismatches.append(f"unexpected request after the contract ended: {method} {path} {body!r}")
                 return 418, {"message": "not in the recorded contract"}
@@ -86,10 +90,9 @@ class RecordedMetabase:
             return expected["status"], response
 
 
-@pytest.fixture
-def recorded() -> Iterator[tuple[RecordedMetabase, str]]:
-    """A RecordedMetabase listening on a free loopback port; its `exchanges` are set by the test."""
-    metabase = RecordedMetabase(exchanges=[])
+@contextmanager
+def serving(metabase: RecordedMetabase) -> Iterator[str]:
+    """`metabase` listening on a free loopback port, at the URL this yields."""
 
     class Handler(BaseHTTPRequestHandler):
         def _serve(self) -> None:
@@ -114,10 +117,18 @@ def recorded() -> Iterator[tuple[RecordedMetabase, str]]:
     thread = threading.Thread(target=server.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True)
     thread.start()
     try:
-        yield metabase, f"http://127.0.0.1:{server.server_address[1]}"
+        yield f"http://127.0.0.1:{server.server_address[1]}"
     finally:
         server.shutdown()
         server.server_close()
+
+
+@pytest.fixture
+def recorded() -> Iterator[tuple[RecordedMetabase, str]]:
+    """A RecordedMetabase listening on a free loopback port; its `exchanges` are set by the test."""
+    metabase = RecordedMetabase(exchanges=[])
+    with serving(metabase) as url:
+        yield metabase, url
 
 
 def provision(url: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, **overrides: str) -> Any:
