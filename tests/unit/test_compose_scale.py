@@ -22,6 +22,7 @@ import yaml
 from cinema.paths import PROJECT_ROOT
 from tests.unit.clickhouse_parser import syntax_errors
 from tests.unit.test_compose_stack import (
+    AIRFLOW_HEALTH,
     COMPOSE,
     MEMBERSHIP,
     NAMED_SUBNETS,
@@ -380,6 +381,13 @@ def test_the_scheduler_only_schedules_and_the_workers_run_the_tasks():
         "CLICKHOUSE_CLUSTER": cluster_name(),
         "DUMB_INIT_SETSID": "0",
     }
+
+
+def test_the_workers_are_probed_on_airflows_own_schedule():
+    healthcheck = MERGED_SERVICES["airflow-worker"]["healthcheck"]
+
+    assert {key: value for key, value in healthcheck.items() if key != "test"} == AIRFLOW_HEALTH
+    assert "inspect ping" in " ".join(healthcheck["test"])
 
 
 def test_the_broker_is_redis_on_airflows_own_network():
