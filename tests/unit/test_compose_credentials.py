@@ -636,3 +636,23 @@ def test_cinema_stack_status_on_the_host_sees_the_compose_stack_through_the_dev_
         assert logins, f"cinema stack status never asked the {door}: {output}"
         for login in logins:
             assert_login(stack, None, stands_for[door], login, needs[door], "cinema stack status")
+
+
+# ---------------------------------------------------------------------------- the checker itself
+
+
+def test_the_check_refuses_a_wrong_password_an_unknown_user_a_missing_grant_and_no_route(stack: Stack) -> None:
+    reader = stack.accounts["clickhouse"]["cinema_metabase"]
+    marts = {("SELECT", "cinema_marts.*")}
+    good = Login("cinema_metabase", reader.password, "")
+    assert_login(stack, "metabase", "clickhouse", good, marts, "a good login")
+
+    for login, needs, client, problem in (
+        (Login("cinema_metabase", "", ""), marts, "metabase", "password"),
+        (Login("cinema_reader", reader.password, ""), marts, "metabase", "no user"),
+        (good, {("INSERT", "cinema_marts.*")}, "metabase", "lacks"),
+        (good, {("SELECT", "cinema_raw.*")}, "metabase", "lacks"),
+        (good, marts, "metabase-init", "no network"),
+    ):
+        with pytest.raises(AssertionError, match=problem):
+            assert_login(stack, client, "clickhouse", login, needs, "a bad login")
