@@ -41,7 +41,13 @@ from click.testing import CliRunner
 from cinema import db
 from cinema.cli import main
 from cinema.paths import PROJECT_ROOT
+from cinema.replication import publisher_lsn, remaining_bytes
 from cinema.settings import Settings, load_settings
+from cinema.transform import missing_raw_tables
+from cinema.warehouse import warehouse_client
+from loader.metrics import Metrics
+from loader.raw import pull_source
+from loader.service import Loader
 from tests.unit.clickhouse_parser import clickhouse_errors
 from tests.unit.compose_doors import ClickHouseDoor, Login, PostgresDoor
 from tests.unit.compose_resolve import generated_dotenv, interpolated, networks_of, resolved_environment
@@ -216,7 +222,8 @@ def published_to(stack: Stack, host: str, port: str) -> str:
                 [target] = [word for word in service["command"] if word.startswith("TCP:")]
                 name, target_port = target.removeprefix("TCP:").split(":")
                 assert service["command"][0].startswith(f"TCP-LISTEN:{inside},"), service["command"]
-                return name if target_port in (str(POSTGRES_PORT), str(CLICKHOUSE_PORT)) else ""
+                assert target_port in (str(POSTGRES_PORT), str(CLICKHOUSE_PORT)), service["command"]
+                return name
     return f"<nothing published on 127.0.0.1:{port}>"
 
 
@@ -389,30 +396,6 @@ DAG_TASK_USES: dict[str, list[Use]] = {
 }
 
 
-def publisher_lsn(settings: Settings) -> object:
-    from cinema.replication import publisher_lsn as read
-
-    return read(settings)
-
-
-def remaining_bytes(settings: Settings, target: str) -> object:
-    from cinema.replication import remaining_bytes as read
-
-    return read(settings, target)
-
-
-def missing_raw_tables(settings: Settings) -> object:
-    from cinema.transform import missing_raw_tables as read
-
-    return read(settings)
-
-
-def warehouse_client(settings: Settings) -> Any:
-    from cinema.warehouse import warehouse_client as open_client
-
-    return open_client(settings)
-
-
 def check_uses(stack: Stack, doors: Doors, service: str, uses: list[Use]) -> None:
     environment, stands_for = doors.aimed(stack, service)
     settings = settings_from(environment)
@@ -479,9 +462,6 @@ def test_the_report_task_logs_in_as_metabases_reader(stack: Stack, doors: Doors)
 @pytest.mark.usefixtures("bare_directory")
 def test_the_loader_service_logs_in_as_itself(stack: Stack, doors: Doors) -> None:
     def attach(settings: Settings, _env: dict[str, str]) -> None:
-        from loader.metrics import Metrics
-        from loader.service import Loader
-
         attempt(lambda: Loader(settings, Metrics()).attach())
 
     loader_needs = {("INSERT", "cinema_raw.*"), ("CREATE TABLE", "cinema_raw.*"), ("POSTGRES", "*.*")}
@@ -501,8 +481,6 @@ def test_the_loader_service_logs_in_as_itself(stack: Stack, doors: Doors) -> Non
 
 
 def test_clickhouse_pulls_from_the_subscriber_as_the_loader_role(stack: Stack) -> None:
-    from loader.raw import pull_source
-
     source = pull_source(settings_from(stack.environments["loader"]))
     host, _, port = source.address.partition(":")
 
