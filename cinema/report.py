@@ -41,6 +41,11 @@ MARTS = (
     "device_country_breakdown",
 )
 NO_MARTS = "no marts yet: run `make demo` or `cinema transform`"
+# daily_viewing's attribution rules, as its dbt description and the README state them.
+DAILY_VIEWING_CAPTION = (
+    "Watch time and viewers by the day the playback happened (UTC, cut at midnight); "
+    "sessions by the day they started"
+)
 TOP_MOVIES = 10
 TOP_COUNTRIES = 10
 DASH = "\N{EN DASH}"
@@ -588,7 +593,7 @@ def render(marts: Marts, generated_at: datetime) -> str:
         (
             _card(
                 "Daily watch time",
-                "Hours of playback per day (UTC)",
+                DAILY_VIEWING_CAPTION,
                 _daily_chart(marts.days),
                 wide=True,
             ),
