@@ -18,10 +18,10 @@ horizon as (
     -- the load time (the newest _loaded_at), never the newest event time, which one
     -- implausible event could move.
     {% if var('as_of', none) %}
-        select parseDateTime64BestEffort('{{ var("as_of") }}', 3, 'UTC') as as_of
+    select parseDateTime64BestEffort('{{ var("as_of") }}', 3, 'UTC') as as_of
     {% else %}
-        select toDateTime64(max(_loaded_at), 3, 'UTC') as as_of
-        from {{ source('cinema', 'viewing_events') }}
+    select toDateTime64(max(_loaded_at), 3, 'UTC') as as_of
+    from {{ source('cinema', 'viewing_events') }}
     {% endif %}
 
 ),

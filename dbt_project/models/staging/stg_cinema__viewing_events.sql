@@ -43,7 +43,7 @@ renamed as (
         source._loaded_at as loaded_at,
         movies.runtime_seconds as runtime_seconds,
         source.user_id in (select users.user_id from users) as is_known_user,
-        source.movie_id in (select movies.movie_id from movies) as is_known_movie
+        source.movie_id in (select known_movies.movie_id from movies as known_movies) as is_known_movie
 
     from source
     left join movies on source.movie_id = movies.movie_id
