@@ -20,8 +20,8 @@ horizon as (
     {% if var('as_of', none) %}
     select parseDateTime64BestEffort('{{ var("as_of") }}', 3, 'UTC') as as_of
     {% else %}
-    select toDateTime64(max(_loaded_at), 3, 'UTC') as as_of
-    from {{ source('cinema', 'viewing_events') }}
+    select toDateTime64(max(loaded_at), 3, 'UTC') as as_of
+    from {{ ref('stg_cinema__viewing_events') }}
     {% endif %}
 
 ),
