@@ -73,36 +73,59 @@ row_checked as (
 
 ),
 
+repeated_event_ids as (
+
+    select event_id
+    from source
+    group by event_id
+    having count() > 1
+
+),
+
 -- Every delivery of an event_id follows the one that counts: the earliest received,
 -- then the lowest delivery_id. A redelivery with another payload is a conflict.
-winners as (
+-- Only repeated event_ids need the comparison (grouped, not a window over all rows).
+redelivered as (
 
     select
-        *,
-        argMin(delivery_id, (received_at, delivery_id)) over by_event as winning_delivery_id,
+        event_id,
+        argMin(delivery_id, (received_at, delivery_id)) as winning_delivery_id,
         argMin(
             (session_id, user_id, movie_id, device_type, event_type, position_ms, event_time),
             (received_at, delivery_id)
-        ) over by_event as winning_payload,
-        argMin(row_exclusion_reason, (received_at, delivery_id)) over by_event as winning_exclusion_reason
+        ) as winning_payload,
+        argMin(row_exclusion_reason, (received_at, delivery_id)) as winning_exclusion_reason
 
     from row_checked
-    window by_event as (partition by event_id)
+    where event_id in (select repeated_event_ids.event_id from repeated_event_ids)
+    group by event_id
 
 ),
 
 event_checked as (
 
     select
-        * except (winning_payload, winning_exclusion_reason, row_exclusion_reason),
+        row_checked.* except (row_exclusion_reason),
+        if(redelivered.winning_delivery_id = 0, row_checked.delivery_id, redelivered.winning_delivery_id)
+            as winning_delivery_id,
         multiIf(
-            winning_exclusion_reason != '', winning_exclusion_reason,
-            (session_id, user_id, movie_id, device_type, event_type, position_ms, event_time) != winning_payload,
+            redelivered.winning_delivery_id = 0, row_checked.row_exclusion_reason,
+            redelivered.winning_exclusion_reason != '', redelivered.winning_exclusion_reason,
+            (
+                row_checked.session_id,
+                row_checked.user_id,
+                row_checked.movie_id,
+                row_checked.device_type,
+                row_checked.event_type,
+                row_checked.position_ms,
+                row_checked.event_time
+            ) != redelivered.winning_payload,
             'conflicting_redelivery',
             ''
         ) as event_exclusion_reason
 
-    from winners
+    from row_checked
+    left join redelivered on row_checked.event_id = redelivered.event_id
 
 ),
 
@@ -113,16 +136,20 @@ session_checked as (
         * except (event_exclusion_reason),
         if(
             event_exclusion_reason = ''
-            and event_time > min(event_time) over by_included_session + interval {{ var('max_session_hours') }} hour,
+            and event_time > minIf(event_time, event_exclusion_reason = '') over (
+                session_timeline rows between unbounded preceding and unbounded following
+            ) + interval {{ var('max_session_hours') }} hour,
             'beyond_session_span',
             event_exclusion_reason
         ) as exclusion_reason
 
     from event_checked
-    window by_included_session as (partition by session_id, event_exclusion_reason = '')
+    window session_timeline as (partition by session_id order by event_time, event_id, delivery_id)
 
 ),
 
+-- Every window here shares one sort (a session in event-time order); which rows a
+-- flag looks at is an -If condition, not another partition.
 flagged as (
 
     select
@@ -139,9 +166,9 @@ flagged as (
             exclusion_reason = ''
             and delivery_id = winning_delivery_id
             and coalesce(
-                received_at > minOrNull(received_at) over (
-                    counted_timeline rows between 1 following and unbounded following
-                ),
+                received_at > minOrNullIf(
+                    received_at, exclusion_reason = '' and delivery_id = winning_delivery_id
+                ) over (session_timeline rows between 1 following and unbounded following),
                 false
             )
         ) as is_late_arrival,
@@ -149,21 +176,13 @@ flagged as (
         -- Orphans: the session has no plausible start event (a player that lost its session).
         toBool(
             exclusion_reason = ''
-            and countIf(event_type = 'start') over (
-                included_timeline rows between unbounded preceding and unbounded following
+            and countIf(event_type = 'start' and exclusion_reason = '') over (
+                session_timeline rows between unbounded preceding and unbounded following
             ) = 0
         ) as is_orphan_session
 
     from session_checked
-    window
-        counted_timeline as (
-            partition by session_id, exclusion_reason = '' and delivery_id = winning_delivery_id
-            order by event_time, event_id, delivery_id
-        ),
-        included_timeline as (
-            partition by session_id, exclusion_reason = ''
-            order by event_time, event_id, delivery_id
-        )
+    window session_timeline as (partition by session_id order by event_time, event_id, delivery_id)
 
 )
 
