@@ -41,7 +41,8 @@ renamed as (
         source.received_at as received_at,
         source._xid as loaded_xid,
         source._loaded_at as loaded_at,
-        movies.runtime_seconds as runtime_seconds,
+        -- ifNull: dbt's relationships test reads this view with join_use_nulls = 1.
+        ifNull(movies.runtime_seconds, 0) as runtime_seconds,
         source.user_id in (select users.user_id from users) as is_known_user,
         source.movie_id in (select known_movies.movie_id from movies as known_movies) as is_known_movie
 
@@ -106,10 +107,12 @@ event_checked as (
 
     select
         row_checked.* except (row_exclusion_reason),
-        if(redelivered.winning_delivery_id = 0, row_checked.delivery_id, redelivered.winning_delivery_id)
+        -- An event_id delivered once has no match (0, or NULL under join_use_nulls).
+        ifNull(redelivered.winning_delivery_id, 0) = 0 as is_single_delivery,
+        if(is_single_delivery, row_checked.delivery_id, assumeNotNull(redelivered.winning_delivery_id))
             as winning_delivery_id,
         multiIf(
-            redelivered.winning_delivery_id = 0, row_checked.row_exclusion_reason,
+            is_single_delivery, row_checked.row_exclusion_reason,
             redelivered.winning_exclusion_reason != '', redelivered.winning_exclusion_reason,
             (
                 row_checked.session_id,
@@ -153,7 +156,7 @@ session_checked as (
 flagged as (
 
     select
-        * except (winning_delivery_id, is_known_user, is_known_movie, runtime_seconds),
+        * except (winning_delivery_id, is_single_delivery, is_known_user, is_known_movie, runtime_seconds),
 
         -- Duplicates: a redelivery of an event that counts, with the same payload.
         toBool(exclusion_reason = '' and delivery_id != winning_delivery_id) as is_duplicate_delivery,
