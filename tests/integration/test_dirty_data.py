@@ -70,6 +70,14 @@ def insert_events(stack: RunningStack, *rows: tuple[object, ...]) -> None:
     insert(stack, f"INSERT INTO viewing_events ({EVENT_COLUMNS}) VALUES (%s, %s, %s, %s, %s, %s, %s, %s)", *rows)
 
 
+def repair_quarantined_user(stack: RunningStack) -> None:
+    db.run_as_admin(
+        stack.settings,
+        "publisher",
+        f"UPDATE users SET signed_up_at = '2026-01-01 00:00:00+00' WHERE user_id = {QUARANTINED_USER}",
+    )
+
+
 def new_session() -> str:
     return str(uuid.uuid4())
 
@@ -146,11 +154,7 @@ def scenario(stack: RunningStack, tmp_path_factory: pytest.TempPathFactory) -> I
     check = warehouse.cinema("check", check=False)
     yield Scenario(warehouse, truth, sessions, transform, check)
     # Later modules load the shared servers whole and count their own quarantined rows.
-    db.run_as_admin(
-        stack.settings,
-        "publisher",
-        f"UPDATE users SET signed_up_at = '2026-01-01 00:00:00+00' WHERE user_id = {QUARANTINED_USER}",
-    )
+    repair_quarantined_user(stack)
 
 
 def sessions_by_id(scenario: Scenario) -> dict[str, dict[str, Any]]:
@@ -359,3 +363,18 @@ def test_random_dirty_rows_never_break_a_mart(scenario: Scenario, tmp_path: Path
         )
         assert bounds["first"] <= sessions["first"] <= sessions["last"] <= bounds["last"], seed
         assert sessions["impossible"] == 0, seed
+
+
+def test_events_of_a_user_loaded_later_count_once_the_user_is_there(scenario: Scenario) -> None:
+    """unknown_user is not final: once the user is repaired and loaded, an incremental run
+    counts the session, exactly as a full refresh does."""
+    warehouse = scenario.warehouse
+    repair_quarantined_user(warehouse.stack)
+    warehouse.load()
+    warehouse.cinema("transform")
+    session = sessions_by_id(scenario)[scenario.sessions["quarantined"]]
+    assert (session["events"], session["watched_ms"], session["end_reason"]) == (2, 60_000, "stopped")
+    assert excluded(scenario, "quarantined") == []
+    incremental = warehouse.table("cinema_marts.viewing_sessions")
+    warehouse.cinema("transform", "--full-refresh")
+    assert warehouse.table("cinema_marts.viewing_sessions") == incremental
