@@ -41,8 +41,8 @@ renamed as (
         source.received_at as received_at,
         source._xid as loaded_xid,
         source._loaded_at as loaded_at,
-        -- ifNull: dbt's relationships test reads this view with join_use_nulls = 1.
-        ifNull(movies.runtime_seconds, 0) as runtime_seconds,
+        -- coalesce: dbt's relationships test reads this view with join_use_nulls = 1.
+        coalesce(movies.runtime_seconds, 0) as runtime_seconds,
         source.user_id in (select users.user_id from users) as is_known_user,
         source.movie_id in (select known_movies.movie_id from movies as known_movies) as is_known_movie
 
@@ -108,7 +108,7 @@ event_checked as (
     select
         row_checked.* except (row_exclusion_reason),
         -- An event_id delivered once has no match (0, or NULL under join_use_nulls).
-        ifNull(redelivered.winning_delivery_id, 0) = 0 as is_single_delivery,
+        coalesce(redelivered.winning_delivery_id, 0) = 0 as is_single_delivery,
         if(is_single_delivery, row_checked.delivery_id, assumeNotNull(redelivered.winning_delivery_id))
             as winning_delivery_id,
         multiIf(
