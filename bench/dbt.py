@@ -38,7 +38,7 @@ BATCH_ROWS = 50_000
 
 EVENT_COLUMNS = (
     "id Int64, event_id UUID, session_id UUID, user_id Int32, movie_id Int32, "
-    "device_type String, event_type String, position_ms Int64, event_ms Int64"
+    "device_type String, event_type String, position_ms Int64, event_ms Int64, received_ms Int64"
 )
 
 
@@ -82,15 +82,15 @@ def _fill_raw_tables(settings: Settings, events: int, scratch: Path) -> None:
         while chunk := list(islice(rows, CHUNK_ROWS)):
             chunk_file.write_text(
                 "".join(
-                    f"{first_id + n}\t{e}\t{s}\t{u}\t{m}\t{d}\t{t}\t{p}\t{ms}\n"
-                    for n, (e, s, u, m, d, t, p, ms) in enumerate(chunk)
+                    f"{first_id + n}\t{e}\t{s}\t{u}\t{m}\t{d}\t{t}\t{p}\t{ms}\t{received}\n"
+                    for n, (e, s, u, m, d, t, p, ms, received) in enumerate(chunk)
                 )
             )
             client.command(
                 f"INSERT INTO {database}.viewing_events (id, event_id, session_id, user_id, movie_id, device_type,"
                 " event_type, position_ms, event_time, received_at, _xid, _loaded_at)"
                 " SELECT id, event_id, session_id, user_id, movie_id, device_type, event_type, position_ms,"
-                " fromUnixTimestamp64Milli(event_ms, 'UTC'), fromUnixTimestamp64Milli(event_ms, 'UTC'),"
+                " fromUnixTimestamp64Milli(event_ms, 'UTC'), fromUnixTimestamp64Milli(received_ms, 'UTC'),"
                 f" intDiv(id, {BATCH_ROWS}) + 1, toDateTime64('{loaded_at:%Y-%m-%d %H:%M:%S}', 6, 'UTC')"
                 f" FROM file('{chunk_file}', 'TabSeparated', '{EVENT_COLUMNS}')"
             )

@@ -39,8 +39,13 @@ MARTS = (
     "movie_dropoff",
     "viewing_heatmap",
     "device_country_breakdown",
+    "excluded_events",
 )
 NO_MARTS = "no marts yet: run `make demo` or `cinema transform`"
+# daily_viewing's attribution rules, as its dbt description and the README state them.
+DAILY_VIEWING_CAPTION = (
+    "Watch time and viewers by the day the playback happened (UTC, cut at midnight); sessions by the day they started"
+)
 TOP_MOVIES = 10
 TOP_COUNTRIES = 10
 DASH = "\N{EN DASH}"
@@ -70,6 +75,8 @@ class Totals:
     avg_session_minutes: float
     first_event: datetime
     last_event: datetime
+    # Deliveries dbt's plausibility rules left out of every figure (excluded_events).
+    excluded_events: int = 0
 
 
 @dataclass(frozen=True)
@@ -142,7 +149,8 @@ def read_marts(client: Client) -> Marts:
         f"""
         SELECT count() AS sessions, uniqExact(user_id) AS viewers, sum(watched_seconds) / 3600 AS watch_hours,
                avg(is_completed) AS completion_rate, avg(watched_seconds) / 60 AS avg_session_minutes,
-               min(started_at) AS first_event, max(ended_at) AS last_event
+               min(started_at) AS first_event, max(ended_at) AS last_event,
+               (SELECT count() FROM {marts}.excluded_events) AS excluded_events
         FROM {marts}.viewing_sessions WHERE NOT is_orphan
         """,
     )
@@ -180,6 +188,7 @@ def read_marts(client: Client) -> Marts:
             avg_session_minutes=float(totals["avg_session_minutes"]),
             first_event=_utc(totals["first_event"]),
             last_event=_utc(totals["last_event"]),
+            excluded_events=int(totals["excluded_events"]),
         ),
         days=_every_day(days),
         top_movies=[
@@ -588,7 +597,7 @@ def render(marts: Marts, generated_at: datetime) -> str:
         (
             _card(
                 "Daily watch time",
-                "Hours of playback per day (UTC)",
+                DAILY_VIEWING_CAPTION,
                 _daily_chart(marts.days),
                 wide=True,
             ),
@@ -642,7 +651,9 @@ def render(marts: Marts, generated_at: datetime) -> str:
 <div class="kpis">{kpis}</div>
 <div class="grid">{cards}</div>
 <footer>Built from the dbt marts in {MARTS_DATABASE} by <code>cinema report</code>.
-Sessions exclude orphan fragments; a completed session {completed}.</footer>
+Sessions exclude orphan fragments; a completed session {completed}.
+{count(marts.totals.excluded_events)} implausible deliveries are left out of every figure
+({MARTS_DATABASE}.excluded_events lists each with its rule).</footer>
 </main>
 </body>
 </html>

@@ -12,9 +12,11 @@ of astronomer-cosmos or of anyone's muscle memory.
 
 from __future__ import annotations
 
+import json
 import os
 import sys
 from collections.abc import Sequence
+from datetime import datetime
 
 import click
 
@@ -85,7 +87,14 @@ def run_dbt(settings: Settings, args: Sequence[str]) -> int:
 @click.command("transform")
 @click.option("--full-refresh", is_flag=True, help="Rebuild incremental models from scratch.")
 @click.option("--select", "selection", default=None, help="dbt node selection, e.g. `+viewing_sessions`.")
-def transform(full_refresh: bool, selection: str | None) -> None:
+@click.option(
+    "--as-of",
+    type=click.DateTime(formats=["%Y-%m-%d %H:%M:%S", "%Y-%m-%dT%H:%M:%S", "%Y-%m-%d"]),
+    default=None,
+    help="UTC moment sessions are judged at (in progress or abandoned), e.g. the data interval's end; "
+    "default: the load time.",
+)
+def transform(full_refresh: bool, selection: str | None, as_of: datetime | None) -> None:
     """Build and test the marts: `dbt build` against the configured target."""
     from cinema.cli import settings_from_context
 
@@ -96,7 +105,12 @@ def transform(full_refresh: bool, selection: str | None) -> None:
             f"nothing to transform, the raw tables are missing: {', '.join(missing)}. "
             "Load the warehouse first: `cinema load --until-caught-up`."
         )
-    args = ["build", *(["--full-refresh"] if full_refresh else []), *(["--select", selection] if selection else [])]
+    args = [
+        "build",
+        *(["--full-refresh"] if full_refresh else []),
+        *(["--select", selection] if selection else []),
+        *(["--vars", json.dumps({"as_of": f"{as_of:%Y-%m-%d %H:%M:%S}"})] if as_of else []),
+    ]
     sys.exit(run_dbt(settings, args))
 
 

@@ -149,21 +149,21 @@ def live(settings: Settings, generation: Generation, rate: float, duration_secon
 
 
 def _pace(stream: Iterator[Row], writers: ChunkWriters, end_ms: int, chunk_size: int) -> None:
-    """Hand rows to the writers once their time has come, flushing every 100 ms."""
+    """Hand rows to the writers once their arrival time has come, flushing every 100 ms."""
     pending: list[Row] = []
     number = 0
     upcoming = next(stream, None)
-    while upcoming is not None and upcoming[7] < end_ms:
+    while upcoming is not None and upcoming[8] < end_ms:
         now_ms = int(time.time() * 1000)
-        while upcoming is not None and upcoming[7] <= now_ms and len(pending) < chunk_size:
+        while upcoming is not None and upcoming[8] <= now_ms and len(pending) < chunk_size:
             pending.append(upcoming)
             upcoming = next(stream, None)
         if pending:
             writers.submit(Chunk(number, len(pending), copy_text(pending)))
             number += 1
             pending = []
-        if upcoming is not None and upcoming[7] > now_ms:
-            time.sleep(min(LIVE_FLUSH_SECONDS, (upcoming[7] - now_ms) / 1000))
+        if upcoming is not None and upcoming[8] > now_ms:
+            time.sleep(min(LIVE_FLUSH_SECONDS, (upcoming[8] - now_ms) / 1000))
 
 
 def _utc(value: datetime) -> datetime:

@@ -23,31 +23,45 @@ from cinema import db
 from cinema.settings import Settings
 from producer.behaviour import EVENT_TYPES
 from producer.catalog import DEVICE_TYPES
-from producer.stream import Row
+from producer.stream import Event, Row
 from producer.writer import COPY_EVENTS, EVENT_COLUMNS, copy_text
 
 MAX_REPORTED = 20
+# A bad value is quoted in a message up to this many characters, so a huge one is not echoed.
+MAX_QUOTED = 40
 EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
+UTF8_BOM = b"\xef\xbb\xbf"
+# The publisher's bounds (postgres_init/publisher/10_tables.sql), checked here first so
+# that a violation is reported with its line and field.
+INTEGER_MAX = 2**31 - 1
+BIGINT_MAX = 2**63 - 1
+EARLIEST_EVENT_TIME = datetime(2000, 1, 1, tzinfo=UTC)
 
 
 class InvalidEvents(ValueError):
     """The file was rejected; nothing from it was written."""
 
 
+def quoted(value: object) -> str:
+    """repr(value), cut to a short prefix."""
+    text = repr(value)
+    return text if len(text) <= MAX_QUOTED else f"{text[:MAX_QUOTED]}... ({len(text):,} characters)"
+
+
 def _uuid(value: object) -> str:
-    return str(uuid.UUID(str(value)))
+    try:
+        return str(uuid.UUID(str(value)))
+    except ValueError:
+        raise ValueError("must be a UUID") from None
 
 
-def _positive_int(value: object) -> int:
-    if isinstance(value, bool) or not isinstance(value, int) or value <= 0:
-        raise ValueError("must be a positive integer")
-    return value
+def _integer(low: int, high: int) -> Callable[[object], int]:
+    def check(value: object) -> int:
+        if isinstance(value, bool) or not isinstance(value, int) or not low <= value <= high:
+            raise ValueError(f"must be an integer from {low} to {high}")
+        return value
 
-
-def _non_negative_int(value: object) -> int:
-    if isinstance(value, bool) or not isinstance(value, int) or value < 0:
-        raise ValueError("must be an integer >= 0")
-    return value
+    return check
 
 
 def _one_of(choices: tuple[str, ...]) -> Callable[[object], str]:
@@ -60,34 +74,44 @@ def _one_of(choices: tuple[str, ...]) -> Callable[[object], str]:
 
 
 def _epoch_ms(value: object) -> int:
-    moment = datetime.fromisoformat(str(value))
+    try:
+        moment = datetime.fromisoformat(value) if isinstance(value, str) else None
+    except ValueError:
+        moment = None
+    if moment is None:
+        raise ValueError("must be an ISO 8601 time, e.g. 2026-11-28T20:15:00Z")
     if moment.tzinfo is None:
         raise ValueError("must carry a time zone, e.g. 2026-11-28T20:15:00Z")
+    if moment < EARLIEST_EVENT_TIME:
+        raise ValueError("must be on or after 2000-01-01T00:00:00Z")
     return (moment - EPOCH) // timedelta(milliseconds=1)
 
 
 FIELDS: dict[str, Callable[[object], object]] = {
     "event_id": _uuid,
     "session_id": _uuid,
-    "user_id": _positive_int,
-    "movie_id": _positive_int,
+    "user_id": _integer(1, INTEGER_MAX),
+    "movie_id": _integer(1, INTEGER_MAX),
     "device_type": _one_of(DEVICE_TYPES),
     "event_type": _one_of(EVENT_TYPES),
-    "position_ms": _non_negative_int,
+    "position_ms": _integer(0, BIGINT_MAX),
     "event_time": _epoch_ms,
 }
 assert tuple(FIELDS) == EVENT_COLUMNS
 
 
-def parse_event(line: str) -> Row:
-    """One event as a row, or ValueError naming every bad field."""
+def parse_event(line: str) -> Event:
+    """One event, or ValueError naming every bad field."""
     try:
         event = json.loads(line)
     except json.JSONDecodeError as error:
-        raise ValueError(f"not valid JSON ({error.msg})") from error
+        raise ValueError(f"not valid JSON ({error.msg} at column {error.colno})") from None
+    except (ValueError, RecursionError):
+        # An integer of thousands of digits, or nesting deeper than Python's stack.
+        raise ValueError("not valid JSON (a number too long or nesting too deep)") from None
     if not isinstance(event, dict):
         raise ValueError("must be a JSON object")
-    problems = [f"unknown field {name!r}" for name in event if name not in FIELDS]
+    problems = [f"unknown field {quoted(name)}" for name in event if name not in FIELDS]
     row = []
     for name, convert in FIELDS.items():
         if event.get(name) is None:
@@ -96,13 +120,26 @@ def parse_event(line: str) -> Row:
         try:
             row.append(convert(event[name]))
         except ValueError as error:
-            problems.append(f"{name} {error}, got {event[name]!r}")
+            problems.append(f"{name} {error}, got {quoted(event[name])}")
     if problems:
         raise ValueError("; ".join(problems))
-    return cast(Row, tuple(row))
+    return cast(Event, tuple(row))
 
 
-def _unknown_references(connection: db.Connection, rows: list[tuple[int, Row]]) -> list[str]:
+def decode_line(raw: bytes) -> str:
+    """A line of the file as text, or ValueError saying why it is not UTF-8 JSON text."""
+    try:
+        text = raw.decode("utf-8")
+    except UnicodeDecodeError as error:
+        raise ValueError(
+            f"not UTF-8 text (byte 0x{raw[error.start]:02x} at column {error.start + 1}); save the file as UTF-8"
+        ) from None
+    if "\x00" in text:
+        raise ValueError("contains NUL characters (binary, or UTF-16?); save the file as UTF-8 text")
+    return text
+
+
+def _unknown_references(connection: db.Connection, rows: list[tuple[int, Event]]) -> list[str]:
     """Lines whose user or movie does not exist, found before anything is written."""
     problems = []
     for table, column, index in (("users", "user_id", 2), ("movies", "movie_id", 3)):
@@ -127,16 +164,23 @@ def _rejection(path: Path, problems: list[str]) -> InvalidEvents:
     return InvalidEvents(f"{path}: {len(problems)} invalid line(s), nothing written:\n" + "\n".join(shown) + more)
 
 
-def ingest_file(settings: Settings, path: Path) -> int:
-    rows: list[tuple[int, Row]] = []
+def read_events(path: Path) -> tuple[list[tuple[int, Event]], list[str]]:
+    """The file's events by line number, and a problem per bad line."""
+    events: list[tuple[int, Event]] = []
     problems: list[str] = []
-    for number, line in enumerate(path.read_text(encoding="utf-8").splitlines(), start=1):
-        if not line.strip():
-            continue
+    content = path.read_bytes().removeprefix(UTF8_BOM)
+    for number, raw in enumerate(content.splitlines(), start=1):
         try:
-            rows.append((number, parse_event(line)))
+            line = decode_line(raw)
+            if line.strip():
+                events.append((number, parse_event(line)))
         except ValueError as error:
             problems.append(f"line {number}: {error}")
+    return events, problems
+
+
+def ingest_file(settings: Settings, path: Path) -> int:
+    rows, problems = read_events(path)
     if problems:
         raise _rejection(path, problems)
     if not rows:
@@ -147,9 +191,13 @@ def ingest_file(settings: Settings, path: Path) -> int:
             raise _rejection(path, sorted(problems, key=lambda problem: int(problem.split()[1].rstrip(":"))))
         try:
             with connection.cursor() as cursor:
-                cursor.copy_expert(COPY_EVENTS, io.StringIO(copy_text(row for _, row in rows)))
+                # Received now, by the publisher's clock, as its default would stamp it.
+                cursor.execute("SELECT (extract(epoch FROM now()) * 1000)::bigint")
+                (received_ms,) = cast(tuple[int], cursor.fetchone())
+                delivered: list[Row] = [(*event, received_ms) for _, event in rows]
+                cursor.copy_expert(COPY_EVENTS, io.StringIO(copy_text(delivered)))
             connection.commit()
-        except psycopg2.IntegrityError as error:
+        except (psycopg2.IntegrityError, psycopg2.DataError) as error:
             # A constraint the checks above cannot see (or a user deleted meanwhile).
             connection.rollback()
             raise InvalidEvents(

@@ -65,9 +65,12 @@ WEEKEND_LIFT = 1.35  # Saturday and Sunday, all day
 FRIDAY_EVENING_LIFT = 1.2  # Friday from 18:00
 MAX_WEIGHT = max(HOURLY_WEIGHT) * WEEKEND_LIFT
 
-# A row as delivered: event id, session id, user id, movie id, device type, event type,
-# position in ms and event time in epoch ms.
-Row = tuple[str, str, int, int, str, str, int, int]
+# An event as the player sends it: event id, session id, user id, movie id, device type,
+# event type, position in ms and event time in epoch ms.
+Event = tuple[str, str, int, int, str, str, int, int]
+# A row as delivered: the event and when the publisher received it (epoch ms), the
+# simulated arrival, equal to the event time unless the delivery was held back.
+Row = tuple[str, str, int, int, str, str, int, int, int]
 
 
 def local_hour_and_weekday(time_ms: int, utc_offset_minutes: int) -> tuple[int, int]:
@@ -311,7 +314,8 @@ class EventStream:
                 assert isinstance(payload, tuple)
                 record, row = payload
                 record.pending_deliveries -= 1
-                yield row
+                # Received when it is delivered: a held-back event shows its lateness.
+                yield (*row[:8], time_ms)
                 self._finish_if_complete(record)
 
     def _start_session(self, time_ms: int, user: User) -> None:
@@ -357,6 +361,7 @@ class EventStream:
             event_type,
             position_ms,
             time_ms,
+            time_ms,
         )
 
     def _deliver_event(self, live: _Live, event: tuple[str, int, int]) -> Iterator[Row]:
@@ -388,6 +393,7 @@ class EventStream:
                 device,
                 event_type,
                 position,
+                event_time,
                 event_time,
             )
             self._delay(record, row, event_time)

@@ -16,7 +16,7 @@ import threading
 import time
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
-from datetime import UTC, datetime
+from datetime import date, timedelta
 from functools import lru_cache
 
 import psycopg2
@@ -39,13 +39,19 @@ EVENT_COLUMNS = (
     "position_ms",
     "event_time",
 )
-COPY_EVENTS = f"COPY viewing_events ({', '.join(EVENT_COLUMNS)}) FROM STDIN"
+# The producer stamps each row with its (simulated) arrival, so lateness is in the data
+# whoever commits first; without it the publisher's default is its transaction's now().
+ROW_COLUMNS = (*EVENT_COLUMNS, "received_at")
+COPY_EVENTS = f"COPY viewing_events ({', '.join(ROW_COLUMNS)}) FROM STDIN"
 RETRY_DELAYS_SECONDS = (0.5, 1, 2, 4, 8, 15, 30)
+EPOCH_DAY = date(1970, 1, 1)
 
 
 @lru_cache(maxsize=4096)
 def _day_text(epoch_day: int) -> str:
-    return datetime.fromtimestamp(epoch_day * 86_400, UTC).strftime("%Y-%m-%d")
+    # isoformat, not strftime("%Y"), which does not zero-pad years below 1000 here:
+    # PostgreSQL reads "1-01-01" as 2001.
+    return (EPOCH_DAY + timedelta(days=epoch_day)).isoformat()
 
 
 def timestamp_text(epoch_ms: int) -> str:
@@ -60,7 +66,10 @@ def timestamp_text(epoch_ms: int) -> str:
 def copy_text(rows: Iterable[Row]) -> str:
     """Rows in COPY's text format. Every field is a uuid, a number or a fixed word:
     nothing needs escaping."""
-    return "".join(f"{e}\t{s}\t{u}\t{m}\t{d}\t{t}\t{p}\t{timestamp_text(ms)}\n" for e, s, u, m, d, t, p, ms in rows)
+    return "".join(
+        f"{e}\t{s}\t{u}\t{m}\t{d}\t{t}\t{p}\t{timestamp_text(ms)}\t{timestamp_text(received)}\n"
+        for e, s, u, m, d, t, p, ms, received in rows
+    )
 
 
 def ensure_reference_data(connection: Connection, users: Sequence[User], movies: Sequence[Movie]) -> None:

@@ -38,6 +38,7 @@ KEYS = {
     "cinema_marts.movie_dropoff": "movie_id, position_bucket_pct",
     "cinema_marts.viewing_heatmap": "weekday, hour",
     "cinema_marts.device_country_breakdown": "device_type, country_code",
+    "cinema_marts.excluded_events": "delivery_id",
 }
 
 
@@ -116,8 +117,8 @@ def test_viewing_sessions_equal_the_ground_truth_for_every_complete_session(buil
     sessions = {
         str(row["session_id"]): row for row in built.warehouse.query("SELECT * FROM cinema_marts.viewing_sessions")
     }
-    (newest,) = built.warehouse.query("SELECT max(event_time) AS at FROM cinema_staging.stg_cinema__viewing_events")
-    in_progress_after = newest["at"] - inactivity_timeout()
+    (loaded,) = built.warehouse.query("SELECT max(_loaded_at) AS at FROM cinema_raw.viewing_events")
+    in_progress_after = loaded["at"] - inactivity_timeout()
     complete = [row for row in built.truth if row["dirty_kind"] != "orphan"]
     assert len(complete) > 150
     assert {row["dirty_kind"] for row in complete} == {"", "duplicate", "late"}
@@ -200,9 +201,12 @@ def test_cinema_dbt_is_dbt_with_dbts_exit_codes(built: Built) -> None:
     assert "no-such-flag" in unusable.stderr
 
 
-# The incremental test's own sessions, in 2031 so that they are the newest events in
-# the shared servers whatever other tests wrote: they drive the in-progress horizon.
-DAY = datetime(2031, 1, 1, tzinfo=UTC)
+# The incremental test's own sessions, yesterday evening (UTC): in the past, as
+# `cinema ingest` stamps them received now, and well within the 30 days an event may
+# be older than its arrival. Each transform judges them at its own `--as-of`.
+DAY = datetime.now(UTC).replace(hour=0, minute=0, second=0, microsecond=0) - timedelta(days=1)
+FIRST_AS_OF = f"{DAY + timedelta(hours=21):%Y-%m-%d %H:%M:%S}"
+SECOND_AS_OF = f"{DAY + timedelta(hours=24, minutes=30):%Y-%m-%d %H:%M:%S}"
 
 
 class Sessions:
@@ -213,7 +217,7 @@ class Sessions:
         self.ids: dict[str, str] = {}
 
     def event(
-        self, session: str, event_type: str, at: str, position_ms: int, *, event_id: str | None = None, day: int = 0
+        self, session: str, event_type: str, at: str, position_ms: int, *, event_id: str | None = None
     ) -> dict[str, object]:
         session_id = self.ids.setdefault(session, str(uuid.uuid4()))
         hours, minutes, seconds = (int(part) for part in at.split(":"))
@@ -225,7 +229,7 @@ class Sessions:
             "device_type": "smart_tv",
             "event_type": event_type,
             "position_ms": position_ms,
-            "event_time": (DAY + timedelta(days=day, hours=hours, minutes=minutes, seconds=seconds)).isoformat(),
+            "event_time": (DAY + timedelta(hours=hours, minutes=minutes, seconds=seconds)).isoformat(),
         }
 
 
@@ -275,7 +279,7 @@ def test_an_incremental_build_equals_a_full_refresh(stack: RunningStack, tmp_pat
             e("redelivered", "start", "20:00:00", 0),
             e("redelivered", "heartbeat", "20:00:30", 30_000, event_id=redelivered),
             e("redelivered", "stop", "20:01:00", 60_000),
-            # quiet: in progress now, abandoned once newer events arrive, without events of its own
+            # quiet: in progress at 21:00, abandoned at 00:30, without events of its own
             e("quiet", "start", "19:00:00", 0),
             e("quiet", "heartbeat", "19:00:30", 30_000),
             # orphan: a fragment without start, growing in the second batch
@@ -283,7 +287,7 @@ def test_an_incremental_build_equals_a_full_refresh(stack: RunningStack, tmp_pat
         ],
     )
     warehouse.load()
-    warehouse.cinema("transform")
+    warehouse.cinema("transform", "--as-of", FIRST_AS_OF)
     first = {str(row["session_id"]): row for row in warehouse.table("cinema_marts.viewing_sessions")}
     assert first[sessions.ids["quiet"]]["end_reason"] == "in_progress"
     assert first[sessions.ids["paused"]]["end_reason"] == "in_progress"
@@ -299,12 +303,12 @@ def test_an_incremental_build_equals_a_full_refresh(stack: RunningStack, tmp_pat
             e("late", "stop", "20:04:00", 240_000),
             e("redelivered", "heartbeat", "20:00:30", 30_000, event_id=redelivered),
             e("orphan", "stop", "20:06:00", 61_000),
-            # newest: seven hours after quiet's last event, which makes it abandoned
-            e("newest", "start", "02:00:00", 0, day=1),
+            # newest: still in progress at 00:30
+            e("newest", "start", "23:00:00", 0),
         ],
     )
     warehouse.load()
-    warehouse.cinema("transform")
+    warehouse.cinema("transform", "--as-of", SECOND_AS_OF)
     incremental = snapshot(warehouse)
 
     after = {str(row["session_id"]): row for row in incremental["cinema_marts.viewing_sessions"]}
@@ -320,5 +324,5 @@ def test_an_incremental_build_equals_a_full_refresh(stack: RunningStack, tmp_pat
         row = after[sessions.ids[name]]
         assert {key: row[key] for key in values} == values, name
 
-    warehouse.cinema("transform", "--full-refresh")
+    warehouse.cinema("transform", "--full-refresh", "--as-of", SECOND_AS_OF)
     assert_same_tables(incremental, snapshot(warehouse))

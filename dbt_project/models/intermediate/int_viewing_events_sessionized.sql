@@ -1,13 +1,44 @@
--- One row per viewing session, rebuilt from all of its events.
+-- One row per viewing session, rebuilt from all of its plausible events (rows with
+-- an exclusion_reason are left out; excluded_events lists them).
 --
--- Incremental by session. A session is rebuilt when the number of rows delivered
--- for it differs from the number it was built from (new events, late events,
--- redeliveries, or a previous run that stopped between its delete and its
--- insert), or when it was still in progress; everything else is left alone.
--- Counting rows rather than comparing a high-water mark of _xid needs no trust in
--- the order transactions commit, so an incremental run equals a full refresh.
+-- Incremental by session. A session is rebuilt when the deliveries that count for
+-- it differ from those it was built from (new events, late events, redeliveries, a
+-- row newly excluded or included, or a previous run that stopped between its delete
+-- and its insert), or when it may still be in progress at the horizon of this run;
+-- everything else is left alone. Comparing a checksum of the delivery ids rather
+-- than a high-water mark of _xid needs no trust in the order transactions commit,
+-- so an incremental run equals a full refresh.
 
 with
+
+horizon as (
+
+    -- Sessions without a stop are in progress until the inactivity timeout has passed
+    -- at this moment: the data interval's end when the caller passes `as_of`, else
+    -- the load time (the newest _loaded_at), never the newest event time, which one
+    -- implausible event could move.
+    {% if var('as_of', none) %}
+    select parseDateTime64BestEffort('{{ var("as_of") }}', 3, 'UTC') as as_of
+    {% else %}
+    select toDateTime64(max(loaded_at), 3, 'UTC') as as_of
+    from {{ ref('stg_cinema__viewing_events') }}
+    {% endif %}
+
+),
+
+in_progress_horizon as (
+
+    select as_of - interval {{ var('session_inactivity_timeout_minutes') }} minute as in_progress_after
+    from horizon
+
+),
+
+included as (
+
+    select * from {{ ref('stg_cinema__viewing_events') }}
+    where exclusion_reason = ''
+
+),
 
 {% if is_incremental() %}
 
@@ -15,9 +46,10 @@ deliveries_by_session as (
 
     select
         session_id,
-        count() as deliveries
+        count() as deliveries,
+        sum(cityHash64(delivery_id)) as deliveries_checksum
 
-    from {{ ref('stg_cinema__viewing_events') }}
+    from included
     group by session_id
 
 ),
@@ -26,12 +58,22 @@ sessions_to_rebuild as (
 
     select deliveries_by_session.session_id
     from deliveries_by_session
-    where (deliveries_by_session.session_id, deliveries_by_session.deliveries) not in (
+    where (
+        deliveries_by_session.session_id,
+        deliveries_by_session.deliveries,
+        deliveries_by_session.deliveries_checksum
+    ) not in (
         select
             built.session_id,
-            built.deliveries
+            built.deliveries,
+            built.deliveries_checksum
         from {{ this }} as built
-        where built.end_reason != 'in_progress'
+        where
+            built.end_reason = 'stopped'
+            or (
+                built.end_reason = 'abandoned'
+                and built.ended_at < (select horizon.in_progress_after from in_progress_horizon as horizon)
+            )
     )
 
 ),
@@ -40,17 +82,10 @@ sessions_to_rebuild as (
 
 events as (
 
-    select * from {{ ref('stg_cinema__viewing_events') }}
+    select * from included
     {% if is_incremental() %}
     where session_id in (select sessions_to_rebuild.session_id from sessions_to_rebuild)
     {% endif %}
-
-),
-
-data_horizon as (
-
-    select max(event_time) as newest_event_time
-    from {{ ref('stg_cinema__viewing_events') }}
 
 ),
 
@@ -65,6 +100,7 @@ timelines as (
         maxIf(event_time, not is_duplicate_delivery) as ended_at,
         maxIf(position_ms, not is_duplicate_delivery) as max_position_ms,
         count() as deliveries,
+        sum(cityHash64(delivery_id)) as deliveries_checksum,
         countIf(not is_duplicate_delivery) as events,
         countIf(is_duplicate_delivery) as duplicate_deliveries,
         countIf(is_late_arrival and not is_duplicate_delivery) as late_events,
@@ -145,14 +181,14 @@ sessionized as (
         playback.seeks as seeks,
         playback.events as events,
         playback.deliveries as deliveries,
+        playback.deliveries_checksum as deliveries_checksum,
         playback.duplicate_deliveries as duplicate_deliveries,
         playback.late_events as late_events,
         playback.is_orphan as is_orphan,
         cast(
             multiIf(
                 playback.has_stop, 'stopped',
-                playback.ended_at >= data_horizon.newest_event_time
-                - interval {{ var('session_inactivity_timeout_minutes') }} minute, 'in_progress',
+                playback.ended_at >= horizon.in_progress_after, 'in_progress',
                 'abandoned'
             ) as LowCardinality(String)
         ) as end_reason,
@@ -162,7 +198,7 @@ sessionized as (
         playback.last_loaded_xid as last_loaded_xid
 
     from playback
-    cross join data_horizon
+    cross join in_progress_horizon as horizon
 
 )
 
