@@ -74,5 +74,5 @@ def stack() -> Iterator[RunningStack]:
         try:
             yield RunningStack(settings, {**os.environ, **environment}, workdir)
         finally:
-            embedded.down(settings, purge=False)
+            embedded.down(settings, purge=True)
             shutil.rmtree(state_dir, ignore_errors=True)

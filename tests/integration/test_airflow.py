@@ -27,9 +27,7 @@ def dag_run(stack, tmp_path_factory):
             patch.setenv(name, value)
         orchestrate.parse_dbt_project(own.settings)
         orchestrate.migrate(own.settings)
-        succeeded = orchestrate.dag_test(
-            own.settings, {"events": EVENTS, "dirty_rate": 0.05}, outcomes.append, orchestrate.today_midnight()
-        )
+        succeeded = orchestrate.dag_test(own.settings, {"events": EVENTS, "dirty_rate": 0.05}, outcomes.append)
     log = own.settings.state_dir / "logs" / "airflow-dags-test.log"
     assert succeeded, f"the DAG run failed; see {log}\n" + log.read_text()[-4000:]
     return own, outcomes
