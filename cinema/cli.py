@@ -95,7 +95,8 @@ def _refuse_alternatives_together(ctx: click.Context, command: click.Command, ar
     for options in alternatives.values():
         used = [option.opts[0] for option in options if any(flag in given for flag in option.opts)]
         if len(used) > 1:
-            raise click.UsageError(f"{' and '.join(used)} cannot be used together: choose one", ctx)
+            usage = click.Context(command, info_name=command.name, parent=ctx)
+            raise click.UsageError(f"{' and '.join(used)} cannot be used together: choose one", usage)
 
 
 class LazyGroup(click.Group):

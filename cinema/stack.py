@@ -145,7 +145,7 @@ def _hand_over(path: Path, user: str | None) -> None:
         os.chown(path, entry.pw_uid, entry.pw_gid)
 
 
-def _configure(files: ServerFiles, server: PostgresServer) -> None:
+def _configure(files: ServerFiles, server: PostgresServer, user: str | None) -> None:
     conf = files.data_dir / "postgresql.conf"
     include = "include = 'cinema.conf'"
     if include not in conf.read_text():
@@ -170,6 +170,10 @@ def _configure(files: ServerFiles, server: PostgresServer) -> None:
         "host  all         all               127.0.0.1/32 scram-sha-256\n"
         "host  replication cinema_replicator 127.0.0.1/32 scram-sha-256\n"
     )
+    if user is not None:
+        entry = pwd.getpwnam(user)
+        for written in ("cinema.conf", "pg_hba.conf"):
+            os.chown(files.data_dir / written, entry.pw_uid, entry.pw_gid)
 
 
 def _initdb(files: ServerFiles, server: PostgresServer, user: str | None) -> None:
@@ -413,7 +417,7 @@ def up(settings: Settings) -> None:
         if not is_running(files):
             _clear_dead_server(files)
             _check_port_free(server, PORT_SETTINGS[side])
-            _configure(files, server)
+            _configure(files, server, user)
             log.info("starting the %s on 127.0.0.1:%d", side, server.port)
             _start(files, user)
         _ensure_database(settings, side, server)

@@ -22,6 +22,7 @@ from cinema import sandbox
 from cinema import stack as embedded
 from cinema.paths import executable
 from cinema.settings import Settings, load_settings
+from scripts import chromium
 
 pytestmark = pytest.mark.integration
 CINEMA = executable("cinema")
@@ -58,6 +59,17 @@ class RunningStack:
             settings=replace(self.settings, warehouse=warehouse),
             env={**self.env, "CLICKHOUSE_CHDB_PATH": str(path)},
         )
+
+
+def chromium_or_skip() -> None:
+    """The report's browser tests need Chromium. Locally they skip without it, naming the
+    install command; in CI (CI=true) they must run, so a missing Chromium fails them."""
+    try:
+        chromium.binary()
+    except chromium.ChromiumMissing as missing:
+        if os.environ.get("CI", "").lower() in ("true", "1"):
+            pytest.fail(f"{missing} (CI=true: the browser tests must run)")
+        pytest.skip(f"{missing} (CI=true makes this a failure)")
 
 
 @pytest.fixture(scope="session")
