@@ -43,9 +43,7 @@ class Checkout:
 
 
 def run(env: dict[str, str], cwd: Path, *args: str) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(
-        [CINEMA, *args], env=env, cwd=cwd, capture_output=True, text=True, timeout=300, check=False
-    )
+    return subprocess.run([CINEMA, *args], env=env, cwd=cwd, capture_output=True, text=True, timeout=300, check=False)
 
 
 def checkout_of(state_dir: Path, workdir: Path, **overrides: str) -> Checkout:

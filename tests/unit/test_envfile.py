@@ -98,9 +98,10 @@ def test_port_lines_deleted_from_an_env_get_free_ports_again(tmp_path):
         (tmp_path / name / ".env_template").write_text(PORTS_TEMPLATE + "POSTGRES_PUBLICIST_PASSWORD=\n")
     other = write_env(tmp_path / "other" / ".env_template", tmp_path / "other" / ".env", registry)
     mine = tmp_path / "mine" / ".env"
-    mine.write_text("POSTGRES_PUBLICIST_PASSWORD=kept\n")
+    kept = new_secret()
+    mine.write_text(f"POSTGRES_PUBLICIST_PASSWORD={kept}\n")
     update = write_env(tmp_path / "mine" / ".env_template", mine, registry)
     assert sorted(update.ports) == sorted(other.ports)
     assert set(update.ports.values()).isdisjoint(other.ports.values())
-    assert values_of(mine)["POSTGRES_PUBLICIST_PASSWORD"] == "kept"
+    assert values_of(mine)["POSTGRES_PUBLICIST_PASSWORD"] == kept
     assert values_of(mine)["POSTGRES_PUBLICIST_PORT"] == str(update.ports["POSTGRES_PUBLICIST_PORT"])
