@@ -21,6 +21,7 @@ from pathlib import Path
 
 import click
 
+from cinema.logs import private_log
 from cinema.paths import DAGS, PROJECT_ROOT, executable
 from cinema.settings import Settings, env_file_entries
 
@@ -60,15 +61,9 @@ def airflow_environment(settings: Settings) -> dict[str, str]:
     }
 
 
-def _log_file(settings: Settings, name: str) -> Path:
-    folder = settings.state_dir / "logs"
-    folder.mkdir(mode=0o700, parents=True, exist_ok=True)
-    return folder / name
-
-
 def migrate(settings: Settings) -> None:
-    log = _log_file(settings, "airflow-db-migrate.log")
-    with os.fdopen(os.open(log, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600), "w") as output:
+    log = settings.state_dir / "logs" / "airflow-db-migrate.log"
+    with private_log(log) as output:
         result = subprocess.run(
             [AIRFLOW, "db", "migrate"],
             env=airflow_environment(settings),
@@ -97,7 +92,7 @@ _STATE = re.compile(r"Task instance state updated.*new_state=(\w+)")
 def _follow(lines: Iterator[str], log: Path, on_task: Callable[[TaskOutcome], None]) -> None:
     """Turn `airflow dags test` output into one line per task; keep the full log on disk."""
     current: tuple[str, float] | None = None
-    with os.fdopen(os.open(log, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600), "w") as handle:
+    with private_log(log) as handle:
         for line in lines:
             handle.write(line)
             if match := _RUNNING.search(line):
@@ -113,7 +108,7 @@ def dag_test(settings: Settings, conf: dict[str, object], on_task: Callable[[Tas
     Its logical date is now, as for a run triggered in the UI: `dags test` records a
     run's start as its logical date, so midnight showed a run of hours. The data
     interval is the same either way, yesterday (the timetable's last whole day)."""
-    log = _log_file(settings, "airflow-dags-test.log")
+    log = settings.state_dir / "logs" / "airflow-dags-test.log"
     process = subprocess.Popen(
         [AIRFLOW, "dags", "test", DAG_ID, datetime.now(UTC).isoformat(), "--conf", json.dumps(conf)],
         env=airflow_environment(settings),

@@ -33,6 +33,7 @@ from pathlib import Path
 import psycopg2
 
 from cinema import db
+from cinema.logs import private_log
 from cinema.paths import POSTGRES_INIT
 from cinema.settings import PostgresServer, Settings
 
@@ -320,11 +321,10 @@ def _last_error_line(log_file: Path) -> str:
 
 
 def _start(files: ServerFiles, user: str | None) -> None:
-    files.log_file.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
     # The log file is opened here and handed down as stdout (without pg_ctl's -l, the
     # server writes to pg_ctl's stdout): the server's user need not reach the state folder.
     # A pipe would never close (the postmaster inherits it); stderr is pg_ctl's own.
-    with os.fdopen(os.open(files.log_file, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o600), "a") as log_file:
+    with private_log(files.log_file, append=True) as log_file:
         result = subprocess.run(
             [str(POSTGRES_BIN_PATH / "pg_ctl"), "start", "-D", str(files.data_dir), "-w", "-t", "60"],
             user=user,
