@@ -101,7 +101,9 @@ def checkout_of(data_dir: Path) -> Path | None:
 
 
 def _prepare_server_root(settings: Settings) -> None:
+    # Private, also when an older run left it open: everything below is then out of reach.
     settings.state_dir.mkdir(mode=0o700, parents=True, exist_ok=True)
+    settings.state_dir.chmod(0o700)
     root = server_root(settings)
     if root == _in_state_dir(settings):
         root.mkdir(mode=0o700, exist_ok=True)
