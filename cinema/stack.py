@@ -459,13 +459,24 @@ def up(settings: Settings) -> None:
     wait_for_initial_sync(settings)
 
 
+def _stop(files: ServerFiles) -> None:
+    _pg("pg_ctl", "stop", "-D", str(files.data_dir), "-m", "fast", "-w", user=_run_as())
+
+
+def restart(settings: Settings, server: PostgresServer) -> None:
+    """Stop one server (fast: sessions are cut) and start it again."""
+    files = ServerFiles.of(settings, server)
+    _stop(files)
+    _start(files, _run_as())
+
+
 def down(settings: Settings, *, purge: bool) -> list[str]:
     """Stop the servers this stack started; with `purge`, delete the whole state folder."""
     stopped = []
     for server in (settings.publisher, settings.subscriber):
         files = ServerFiles.of(settings, server)
         if is_running(files):
-            _pg("pg_ctl", "stop", "-D", str(files.data_dir), "-m", "fast", "-w", user=_run_as())
+            _stop(files)
             stopped.append(server.name)
     if purge:
         root = server_root(settings)
