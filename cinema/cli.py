@@ -54,6 +54,10 @@ SELF_EXPLAINING = (
 UNREACHABLE = re.compile(r"connection refused|could not connect|no such file or directory|timeout expired", re.I)
 
 
+def _one_line(text: str) -> str:
+    return " ".join(line.strip() for line in text.splitlines() if line.strip())
+
+
 def _server_named(error: psycopg2.OperationalError, settings: Settings | None) -> str:
     found = re.search(r'server at "([^"]+)", port (\d+)', str(error))
     if found is None:
@@ -80,7 +84,7 @@ def describe_failure(error: BaseException, settings: Settings | None) -> str:
     for module, name in SELF_EXPLAINING:
         known = getattr(sys.modules.get(module), name, None)
         if isinstance(known, type) and isinstance(error, known):
-            return " ".join(line.strip() for line in str(error).splitlines() if line.strip())
+            return _one_line(str(error))
     return f"unexpected {type(error).__name__}: {first_line} (run again with --debug for the traceback)"
 
 
@@ -119,6 +123,8 @@ class LazyGroup(click.Group):
         except click.ClickException as error:
             if ctx.params.get("debug") and error.__cause__ is not None:
                 traceback.print_exception(error.__cause__)
+            if type(error) is click.ClickException and "\n" in error.message:
+                raise click.ClickException(_one_line(error.message)) from error.__cause__
             raise
         except Exception as error:
             if ctx.params.get("debug"):
