@@ -52,6 +52,9 @@ def airflow_environment(settings: Settings) -> dict[str, str]:
         "AIRFLOW__CORE__DAGS_ARE_PAUSED_AT_CREATION": "False",
         # A task's `cinema` command logs its traceback: the task log is where one looks.
         "CINEMA_DEBUG": "1",
+        # astronomer-cosmos caches dbt's project in the system temp folder by default:
+        # shared by every user and checkout, so the second one cannot write it.
+        "AIRFLOW__COSMOS__CACHE_DIR": str(settings.state_dir / "cosmos"),
         "AIRFLOW__API__HOST": "127.0.0.1",
         "AIRFLOW__API__PORT": "8080",
         # No usage telemetry leaves the machine (astronomer-cosmos reports DAG runs otherwise).
