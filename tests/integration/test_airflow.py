@@ -140,10 +140,9 @@ def test_airflow_home_is_private_to_its_owner(dag_run):
     home = Path(orchestrate.airflow_environment(own.settings)["AIRFLOW_HOME"])
     assert (home / "airflow.db").is_file()
     assert private_to_its_owner(home) == []
-    # astronomer-cosmos's dbt cache too: in the state folder, not in a /tmp every user shares.
-    cache = own.settings.state_dir / "cosmos"
-    assert any(cache.iterdir())
-    assert private_to_its_owner(cache) == []
+    # astronomer-cosmos's dbt cache (the project's manifest, nothing private) is in the
+    # state folder too, not in a /tmp every user shares and the first one owns.
+    assert any((own.settings.state_dir / "cosmos").iterdir())
 
 
 def descendants(pid: int) -> set[int]:
