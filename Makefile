@@ -39,7 +39,7 @@ format: install ## Apply ruff's formatting and autofixes
 	$(BIN)/ruff format .
 	$(BIN)/ruff check --fix .
 
-test: install ## Unit and integration tests on real PostgreSQL, chdb, dbt and Airflow
+test: install ## Unit and integration tests on real PostgreSQL, chdb, dbt and Airflow (browser tests: Chromium, or skipped unless CI=true)
 	$(BIN)/pytest $(PYTEST_ARGS)
 
 test-unit: install ## Unit tests only (no services)

@@ -4,9 +4,11 @@ from __future__ import annotations
 
 import json
 import logging
+import os
 import sys
 from datetime import UTC, datetime
-from typing import Literal
+from pathlib import Path
+from typing import IO, Literal
 
 # Attributes every LogRecord has; anything else came in through `extra=` and is a field.
 _STANDARD = set(logging.makeLogRecord({}).__dict__) | {"message", "asctime"}
@@ -48,3 +50,10 @@ def configure_logging(log_format: Literal["text", "json"], level: int = logging.
     root = logging.getLogger()
     root.handlers[:] = [handler]
     root.setLevel(level)
+
+
+def private_log(path: Path, *, append: bool = False) -> IO[str]:
+    """A log file only its owner can read (logs name hosts, users and queries); its folder too."""
+    path.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
+    flags = os.O_WRONLY | os.O_CREAT | (os.O_APPEND if append else os.O_TRUNC)
+    return os.fdopen(os.open(path, flags, 0o600), "a" if append else "w")

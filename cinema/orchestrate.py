@@ -1,7 +1,9 @@
 """Airflow without Docker: the same DAG, a metadata database under the state folder.
 
 `cinema demo` runs `cinema_elt` once with `airflow dags test` and reports each task as
-it finishes; `cinema airflow` starts `airflow standalone` for the UI on 127.0.0.1:8080.
+it finishes; `cinema airflow` starts `airflow standalone` for the UI on 127.0.0.1:8080,
+every listener on loopback (`cinema/airflow_standalone.py`). Airflow's processes run
+with umask 077: its home holds the admin password, the metadata database and task logs.
 """
 
 from __future__ import annotations
@@ -19,11 +21,18 @@ from pathlib import Path
 
 import click
 
+from cinema.logs import private_log
 from cinema.paths import DAGS, PROJECT_ROOT, executable
 from cinema.settings import Settings, env_file_entries
 
 DAG_ID = "cinema_elt"
 AIRFLOW = executable("airflow")
+STANDALONE = [sys.executable, "-m", "cinema.airflow_standalone"]
+PRIVATE = 0o077
+
+
+class StageFailed(RuntimeError):
+    """A step of the demo or of starting Airflow failed; the message says which and where its log is."""
 
 
 def airflow_environment(settings: Settings) -> dict[str, str]:
@@ -41,6 +50,11 @@ def airflow_environment(settings: Settings) -> dict[str, str]:
         "AIRFLOW__CORE__DAGS_FOLDER": str(DAGS),
         "AIRFLOW__CORE__LOAD_EXAMPLES": "False",
         "AIRFLOW__CORE__DAGS_ARE_PAUSED_AT_CREATION": "False",
+        # A task's `cinema` command logs its traceback: the task log is where one looks.
+        "CINEMA_DEBUG": "1",
+        # astronomer-cosmos caches dbt's project in the system temp folder by default:
+        # shared by every user and checkout, so the second one cannot write it.
+        "AIRFLOW__COSMOS__CACHE_DIR": str(settings.state_dir / "cosmos"),
         "AIRFLOW__API__HOST": "127.0.0.1",
         "AIRFLOW__API__PORT": "8080",
         # No usage telemetry leaves the machine (astronomer-cosmos reports DAG runs otherwise).
@@ -51,16 +65,20 @@ def airflow_environment(settings: Settings) -> dict[str, str]:
 
 
 def migrate(settings: Settings) -> None:
-    result = subprocess.run(
-        [AIRFLOW, "db", "migrate"],
-        env=airflow_environment(settings),
-        cwd=PROJECT_ROOT,
-        capture_output=True,
-        text=True,
-        check=False,
-    )
+    log = settings.state_dir / "logs" / "airflow-db-migrate.log"
+    with private_log(log) as output:
+        result = subprocess.run(
+            [AIRFLOW, "db", "migrate"],
+            env=airflow_environment(settings),
+            cwd=PROJECT_ROOT,
+            stdin=subprocess.DEVNULL,
+            stdout=output,
+            stderr=subprocess.STDOUT,
+            umask=PRIVATE,
+            check=False,
+        )
     if result.returncode != 0:
-        raise RuntimeError(f"airflow db migrate failed:\n{result.stdout[-3000:]}{result.stderr[-3000:]}")
+        raise StageFailed(f"`airflow db migrate` exited {result.returncode}; its output: {log}")
 
 
 @dataclass(frozen=True)
@@ -77,7 +95,7 @@ _STATE = re.compile(r"Task instance state updated.*new_state=(\w+)")
 def _follow(lines: Iterator[str], log: Path, on_task: Callable[[TaskOutcome], None]) -> None:
     """Turn `airflow dags test` output into one line per task; keep the full log on disk."""
     current: tuple[str, float] | None = None
-    with log.open("w") as handle:
+    with private_log(log) as handle:
         for line in lines:
             handle.write(line)
             if match := _RUNNING.search(line):
@@ -87,20 +105,22 @@ def _follow(lines: Iterator[str], log: Path, on_task: Callable[[TaskOutcome], No
                 current = None
 
 
-def dag_test(
-    settings: Settings, conf: dict[str, object], on_task: Callable[[TaskOutcome], None], logical_date: datetime
-) -> bool:
-    """Run the DAG once in-process (`airflow dags test`); True if the run succeeded."""
+def dag_test(settings: Settings, conf: dict[str, object], on_task: Callable[[TaskOutcome], None]) -> bool:
+    """Run the DAG once in-process (`airflow dags test`); True if the run succeeded.
+
+    Its logical date is now, as for a run triggered in the UI: `dags test` records a
+    run's start as its logical date, so midnight showed a run of hours. The data
+    interval is the same either way, yesterday (the timetable's last whole day)."""
     log = settings.state_dir / "logs" / "airflow-dags-test.log"
-    log.parent.mkdir(parents=True, exist_ok=True)
     process = subprocess.Popen(
-        [AIRFLOW, "dags", "test", DAG_ID, logical_date.isoformat(), "--conf", json.dumps(conf)],
+        [AIRFLOW, "dags", "test", DAG_ID, datetime.now(UTC).isoformat(), "--conf", json.dumps(conf)],
         env=airflow_environment(settings),
         cwd=PROJECT_ROOT,
         text=True,
         stdout=subprocess.PIPE,
         stderr=subprocess.STDOUT,
         stdin=subprocess.DEVNULL,
+        umask=PRIVATE,
     )
     assert process.stdout is not None
     _follow(iter(process.stdout), log, on_task)
@@ -110,7 +130,7 @@ def dag_test(
 def standalone(settings: Settings) -> int:
     """`airflow standalone` on 127.0.0.1:8080 against the embedded stack; returns its exit code."""
     return subprocess.run(
-        [AIRFLOW, "standalone"], env=airflow_environment(settings), cwd=PROJECT_ROOT, check=False
+        STANDALONE, env=airflow_environment(settings), cwd=PROJECT_ROOT, umask=PRIVATE, check=False
     ).returncode
 
 
@@ -177,7 +197,7 @@ def _print_marts_summary(settings: Settings) -> None:
 def demo(events: int) -> None:
     """The main job: the embedded stack, then Airflow runs cinema_elt once; prints the marts."""
     from cinema import stack as embedded
-    from cinema.cli import settings_from_context
+    from cinema.cli import describe_failure, settings_from_context
     from cinema.console import console, print_table
     from cinema.reconcile import reconcile
 
@@ -186,8 +206,11 @@ def demo(events: int) -> None:
 
     def stage(title: str, action: Callable[[], object]) -> None:
         started = time.monotonic()
-        with console.status(title):
-            action()
+        try:
+            with console.status(title):
+                action()
+        except Exception as error:
+            raise StageFailed(f"{title}: {describe_failure(error, settings)}") from error
         console.print(f"[green]✓[/green] {title} [dim]({time.monotonic() - started:.1f}s)[/dim]")
 
     stage("PostgreSQL 18 publisher and subscriber, logical replication", lambda: embedded.up(settings))
@@ -196,13 +219,18 @@ def demo(events: int) -> None:
 
     console.print(f"Airflow runs [bold]{DAG_ID}[/bold] once (airflow dags test), {events:,} events for yesterday:")
 
+    failed: list[str] = []
+
     def on_task(outcome: TaskOutcome) -> None:
         mark = {"success": "[green]✓[/green]", "failed": "[red]✗[/red]"}.get(outcome.state, "[yellow]↻[/yellow]")
         console.print(f"  {mark} {outcome.task_id} [dim]{outcome.state}, {outcome.seconds:.1f}s[/dim]")
+        if outcome.state == "failed":
+            failed.append(outcome.task_id)
 
-    log = settings.state_dir / "logs" / "airflow-dags-test.log"
-    if not dag_test(settings, {"events": events}, on_task, today_midnight()):
-        raise click.ClickException(f"the DAG run failed; Airflow's full output: {log}")
+    if not dag_test(settings, {"events": events}, on_task):
+        log = settings.state_dir / "logs" / "airflow-dags-test.log"
+        at = f" at {', '.join(failed)}" if failed else ""
+        raise StageFailed(f"the DAG run failed{at}; Airflow's full output: {log}")
 
     checks = reconcile(settings)
     print_table(

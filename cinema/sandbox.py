@@ -21,11 +21,8 @@ def free_port() -> int:
 
 
 def new_state_dir(prefix: str) -> Path:
-    # Not pytest's tmp_path nor a 0700 mkdtemp: run as root, the servers run as an
-    # unprivileged user that must be able to enter the state folder.
-    state_dir = Path(tempfile.mkdtemp(prefix=prefix))
-    state_dir.chmod(0o755)
-    return state_dir
+    """A private (0700) folder, like a newcomer's `mktemp -d` or `/root`."""
+    return Path(tempfile.mkdtemp(prefix=prefix))
 
 
 def environment(state_dir: Path) -> dict[str, str]:

@@ -22,6 +22,7 @@ from cinema import sandbox
 from cinema import stack as embedded
 from cinema.paths import executable
 from cinema.settings import Settings, load_settings
+from scripts import chromium
 
 pytestmark = pytest.mark.integration
 CINEMA = executable("cinema")
@@ -60,6 +61,17 @@ class RunningStack:
         )
 
 
+def chromium_or_skip() -> None:
+    """The report's browser tests need Chromium. Locally they skip without it, naming the
+    install command; in CI (CI=true) they must run, so a missing Chromium fails them."""
+    try:
+        chromium.binary()
+    except chromium.ChromiumMissing as missing:
+        if os.environ.get("CI", "").lower() in ("true", "1"):
+            pytest.fail(f"{missing} (CI=true: the browser tests must run)")
+        pytest.skip(f"{missing} (CI=true makes this a failure)")
+
+
 @pytest.fixture(scope="session")
 def stack() -> Iterator[RunningStack]:
     state_dir = sandbox.new_state_dir("cinema-test-")
@@ -74,5 +86,5 @@ def stack() -> Iterator[RunningStack]:
         try:
             yield RunningStack(settings, {**os.environ, **environment}, workdir)
         finally:
-            embedded.down(settings, purge=False)
+            embedded.down(settings, purge=True)
             shutil.rmtree(state_dir, ignore_errors=True)

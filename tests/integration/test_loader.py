@@ -444,15 +444,7 @@ def test_kill_9_at_random_points_while_events_load_loses_and_duplicates_nothing(
 
 
 def restart_subscriber(settings: Settings) -> None:
-    files = embedded.ServerFiles.of(settings, settings.subscriber)
-    pg_ctl = str(embedded.POSTGRES_BIN_PATH / "pg_ctl")
-    subprocess.run(
-        [pg_ctl, "restart", "-D", str(files.data_dir), "-m", "fast", "-w", "-l", str(files.log_file)],
-        user=embedded.UNPRIVILEGED_USER if os.geteuid() == 0 else None,
-        stdin=subprocess.DEVNULL,
-        capture_output=True,
-        check=True,
-    )
+    embedded.restart(settings, settings.subscriber)
 
 
 def test_a_subscriber_restart_mid_load_is_retried_and_loses_nothing(stack, tmp_path):

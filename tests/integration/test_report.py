@@ -21,7 +21,7 @@ import pytest
 
 from cinema.warehouse import warehouse_client
 from scripts import chromium
-from tests.integration.conftest import RunningStack
+from tests.integration.conftest import RunningStack, chromium_or_skip
 
 pytestmark = pytest.mark.integration
 
@@ -101,6 +101,7 @@ def marts_as_read_here(stack: RunningStack) -> dict[str, Any]:
 
 @pytest.fixture(scope="module")
 def rendered(stack: RunningStack, tmp_path_factory: pytest.TempPathFactory) -> Rendered:
+    chromium_or_skip()
     root = tmp_path_factory.mktemp("report")
     own = stack.with_warehouse(root / "warehouse")
     own.cinema(
