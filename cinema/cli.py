@@ -21,10 +21,9 @@ from pathlib import Path
 
 import click
 import psycopg2
-from decouple import UndefinedValueError
 
-from cinema.logs import configure_logging
-from cinema.settings import Settings, load_settings
+from cinema.context import settings_from_context
+from cinema.settings import Settings
 
 # Commands that live next to their code, imported only when invoked.
 LAZY_COMMANDS = {
@@ -33,7 +32,7 @@ LAZY_COMMANDS = {
     "transform": "cinema.transform:transform",
     "dbt": "cinema.transform:dbt",
     "metabase": "metabase.provision:metabase",
-    "report": "cinema.report:report",
+    "report": "cinema.report.command:report",
     "check": "cinema.reconcile:check",
     "demo": "cinema.orchestrate:demo",
     "airflow": "cinema.orchestrate:airflow",
@@ -47,7 +46,7 @@ SELF_EXPLAINING = (
     ("cinema.warehouse", "WarehouseBusy"),
     ("cinema.replication", "ReplicationTimeout"),
     ("cinema.replication", "SubscriptionMissing"),
-    ("cinema.report", "NoMarts"),
+    ("cinema.report.marts", "NoMarts"),
     ("loader.service", "LoaderError"),
     ("cinema.orchestrate", "StageFailed"),
 )
@@ -142,24 +141,6 @@ class LazyGroup(click.Group):
         return super().get_command(ctx, cmd_name)
 
 
-def settings_from_context() -> Settings:
-    """Load settings once per invocation and configure logging with them."""
-    context = click.get_current_context()
-    root = context.find_root()
-    if root.obj is None:
-        try:
-            root.obj = load_settings()
-        except UndefinedValueError as error:
-            raise click.ClickException(
-                f"{error} Run `make .env` (creates .env with fresh secrets) or export it."
-            ) from error
-        except ValueError as error:
-            raise click.ClickException(str(error)) from error
-        configure_logging(root.obj.log_format)
-    settings: Settings = root.obj
-    return settings
-
-
 @click.group(cls=LazyGroup, context_settings={"help_option_names": ["-h", "--help"]})
 @click.option(
     "--debug", is_flag=True, envvar="CINEMA_DEBUG", help="Show the traceback of a failure (also CINEMA_DEBUG=1)."
@@ -210,13 +191,33 @@ def stack_down(purge: bool) -> None:
     click.echo(f"stopped: {', '.join(stopped) or 'nothing was running'}" + ("; state purged" if purge else ""))
 
 
+def _warehouse_state(settings: Settings) -> dict[str, object]:
+    """Raw row counts and the loader's watermark, if the warehouse opens without waiting."""
+    from clickhouse_connect.driver.exceptions import Error as ClickHouseError
+
+    from cinema.warehouse import WarehouseBusy, lock_holder, warehouse_client
+    from loader.raw import progress
+
+    warehouse = settings.warehouse
+    if warehouse.interface == "chdb" and not warehouse.chdb_path.exists():
+        return {"state": "not created yet"}
+    try:
+        with warehouse_client(settings, lock_timeout_seconds=0) as client:
+            return {"state": "open", **progress(client, warehouse.raw_database)}
+    except WarehouseBusy:
+        return {"state": f"busy: {lock_holder(warehouse)}"}
+    except ClickHouseError as error:
+        return {"state": "unavailable", "error": str(error).strip().splitlines()[0]}
+
+
 @stack.command("status")
 @click.option("--json", "as_json", is_flag=True, help="Machine-readable output.")
 def stack_status(as_json: bool) -> None:
     """Both servers, their event counts, the subscription and replication lag."""
     from cinema import stack as embedded
 
-    report = embedded.status(settings_from_context())
+    settings = settings_from_context()
+    report = {**embedded.status(settings), "warehouse": _warehouse_state(settings)}
     if as_json:
         click.echo(json.dumps(report, indent=2, default=str))
         return

@@ -10,3 +10,10 @@ from __future__ import annotations
 # The subscriber's subscription, and the publisher's replication slot it creates
 # (postgres_init/subscriber/30_subscription.sql names it too).
 SUBSCRIPTION = "cinema_subscription"
+
+# The warehouse's databases: the loader's raw tables and dbt's marts.
+MARTS_DATABASE = "cinema_marts"
+
+# The loader's bookkeeping tables in the raw database, beside the raw copies.
+BATCHES_TABLE = "_loader_batches"
+QUARANTINE_TABLE = "_quarantine"

@@ -148,7 +148,7 @@ def parse_dbt_project(settings: Settings) -> None:
 
 def _print_marts_summary(settings: Settings) -> None:
     from cinema.console import print_table
-    from cinema.report import open_marts, read_marts
+    from cinema.report.marts import open_marts, read_marts
 
     client = open_marts(settings)
     try:
@@ -197,8 +197,9 @@ def _print_marts_summary(settings: Settings) -> None:
 def demo(events: int) -> None:
     """The main job: the embedded stack, then Airflow runs cinema_elt once; prints the marts."""
     from cinema import stack as embedded
-    from cinema.cli import describe_failure, settings_from_context
+    from cinema.cli import describe_failure
     from cinema.console import console, print_table
+    from cinema.context import settings_from_context
     from cinema.reconcile import reconcile
 
     settings = settings_from_context()
@@ -239,7 +240,7 @@ def demo(events: int) -> None:
         [(c.name, f"{c.actual:,}", "ok" if c.ok else f"MISMATCH (expected {c.expected:,})") for c in checks],
     )
     _print_marts_summary(settings)
-    from cinema.report import default_output
+    from cinema.report.command import default_output
 
     console.print(f"Report: [bold]{default_output(settings)}[/bold]")
     console.print(
@@ -252,7 +253,7 @@ def demo(events: int) -> None:
 def airflow() -> None:
     """Airflow's UI on http://127.0.0.1:8080 against the embedded stack (`airflow standalone`)."""
     from cinema import stack as embedded
-    from cinema.cli import settings_from_context
+    from cinema.context import settings_from_context
 
     settings = settings_from_context()
     embedded.up(settings)

@@ -16,10 +16,9 @@ import click
 from clickhouse_connect.driver.client import Client
 
 from cinema import db
-from cinema.report import MARTS_DATABASE
+from cinema.names import MARTS_DATABASE, QUARANTINE_TABLE
 from cinema.settings import Settings
 from cinema.warehouse import warehouse_client
-from loader.schema import QUARANTINE_TABLE
 
 
 @dataclass(frozen=True)
@@ -114,8 +113,8 @@ def _shown(value: int | None) -> str:
 @click.command("check")
 def check() -> None:
     """Reconcile counts across publisher, subscriber, ClickHouse raw and marts; exit 1 on any mismatch."""
-    from cinema.cli import settings_from_context
     from cinema.console import print_table
+    from cinema.context import settings_from_context
 
     checks = reconcile(settings_from_context())
     print_table(

@@ -488,7 +488,10 @@ def down(settings: Settings, *, purge: bool) -> list[str]:
 
 
 def status(settings: Settings) -> dict[str, object]:
-    """Servers, event counts, subscription state and replication lag, as plain data."""
+    """Servers, event counts, subscription state and replication lag, as plain data.
+
+    The warehouse's part is the loader's to tell: `cinema stack status` adds it.
+    """
     report: dict[str, object] = {}
     for side, server in (("publisher", settings.publisher), ("subscriber", settings.subscriber)):
         files = ServerFiles.of(settings, server)
@@ -501,27 +504,7 @@ def status(settings: Settings) -> dict[str, object]:
             entry["error"] = str(error).strip().splitlines()[0]
         report[side] = entry
     report["replication"] = replication_state(settings)
-    report["warehouse"] = warehouse_state(settings)
     return report
-
-
-def warehouse_state(settings: Settings) -> dict[str, object]:
-    """Raw row counts and the loader's watermark, if the warehouse opens without waiting."""
-    from clickhouse_connect.driver.exceptions import Error as ClickHouseError
-
-    from cinema.warehouse import WarehouseBusy, lock_holder, warehouse_client
-    from loader.raw import progress
-
-    warehouse = settings.warehouse
-    if warehouse.interface == "chdb" and not warehouse.chdb_path.exists():
-        return {"state": "not created yet"}
-    try:
-        with warehouse_client(settings, lock_timeout_seconds=0) as client:
-            return {"state": "open", **progress(client, warehouse.raw_database)}
-    except WarehouseBusy:
-        return {"state": f"busy: {lock_holder(warehouse)}"}
-    except ClickHouseError as error:
-        return {"state": "unavailable", "error": str(error).strip().splitlines()[0]}
 
 
 def replication_state(settings: Settings) -> dict[str, object]:

@@ -96,7 +96,7 @@ def run_dbt(settings: Settings, args: Sequence[str]) -> int:
 )
 def transform(full_refresh: bool, selection: str | None, as_of: datetime | None) -> None:
     """Build and test the marts: `dbt build` against the configured target."""
-    from cinema.cli import settings_from_context
+    from cinema.context import settings_from_context
 
     settings = settings_from_context()
     missing = missing_raw_tables(settings)
@@ -121,6 +121,6 @@ def transform(full_refresh: bool, selection: str | None, as_of: datetime | None)
 @click.argument("dbt_args", nargs=-1, type=click.UNPROCESSED)
 def dbt(dbt_args: tuple[str, ...]) -> None:
     """Any dbt command against the configured target, e.g. `cinema dbt docs generate`."""
-    from cinema.cli import settings_from_context
+    from cinema.context import settings_from_context
 
     sys.exit(run_dbt(settings_from_context(), dbt_args))

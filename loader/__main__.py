@@ -52,7 +52,7 @@ def _stop_on_signals() -> threading.Event:
 )
 def load(mode: str | None, wait_for_publisher: bool) -> None:
     """Move new subscriber rows into ClickHouse's raw database, exactly once."""
-    from cinema.cli import settings_from_context
+    from cinema.context import settings_from_context
     from loader.metrics import probe
     from loader.service import LoaderError, drain, follow
 

@@ -36,8 +36,7 @@ from dataclasses import dataclass
 from clickhouse_connect.driver.binding import format_str, quote_identifier
 from clickhouse_connect.driver.client import Client
 
-BATCHES_TABLE = "_loader_batches"
-QUARANTINE_TABLE = "_quarantine"
+from cinema.names import BATCHES_TABLE, QUARANTINE_TABLE
 
 # A sharded table's rows live in `<name>_local` on every shard (dbt-clickhouse's suffix too).
 LOCAL_SUFFIX = "_local"

@@ -424,7 +424,7 @@ def metabase() -> None:
 )
 def provision_command(wait_seconds: float) -> None:
     """Admin, ClickHouse connection, cards, dashboard and homepage; a rerun changes nothing."""
-    from cinema.cli import settings_from_context
+    from cinema.context import settings_from_context
 
     settings = settings_from_context()
     try:

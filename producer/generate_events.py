@@ -243,7 +243,7 @@ def generate(
     heartbeat_seconds: int,
     run_key: str | None,
 ) -> None:
-    from cinema.cli import settings_from_context
+    from cinema.context import settings_from_context
 
     settings = settings_from_context()
     if seed is None:
@@ -272,12 +272,8 @@ def generate(
     )
 
 
-def main() -> None:
-    """`python producer/generate_events.py ...`, the original entry point."""
-    from cinema.cli import main as cinema
-
-    cinema(["generate", *sys.argv[1:]])
-
-
 if __name__ == "__main__":
-    main()
+    # `python producer/generate_events.py ...`, the original entry point, runs as the CLI would.
+    from cinema.cli import main
+
+    main(["generate", *sys.argv[1:]])

@@ -16,7 +16,7 @@ import pytest
 
 from cinema import orchestrate, sandbox
 from cinema.reconcile import reconcile
-from cinema.report import default_output
+from cinema.report.command import default_output
 from cinema.settings import Settings
 from cinema.warehouse import warehouse_client
 

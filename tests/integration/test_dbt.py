@@ -23,7 +23,7 @@ import yaml
 
 from cinema.paths import DBT_PROJECT
 from cinema.replication import wait_for_subscriber
-from cinema.report import MARTS
+from cinema.report.marts import MARTS
 from cinema.warehouse import warehouse_client
 from tests.integration.conftest import RunningStack
 

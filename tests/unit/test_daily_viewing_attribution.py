@@ -8,7 +8,7 @@ from datetime import UTC, datetime
 import yaml
 
 from cinema.paths import DBT_PROJECT
-from cinema.report import DAILY_VIEWING_CAPTION, render
+from cinema.report.page import DAILY_VIEWING_CAPTION, render
 from tests.unit.test_report import marts
 
 README = (DBT_PROJECT.parent / "README.md").read_text()

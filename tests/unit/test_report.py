@@ -5,20 +5,10 @@ from __future__ import annotations
 from datetime import UTC, date, datetime
 from html.parser import HTMLParser
 
-from cinema.report import (
-    Day,
-    Marts,
-    Movie,
-    Segment,
-    Totals,
-    compact,
-    count,
-    device_name,
-    hours,
-    nice_axis,
-    percent,
-    render,
-)
+from cinema.report.charts import nice_axis
+from cinema.report.marts import Day, Marts, Movie, Segment, Totals
+from cinema.report.page import render
+from cinema.report.text import compact, count, device_name, hours, percent
 
 HOSTILE_TITLE = """<script>alert("owned")</script> & O'Brien's "Amélie" — WALL·E"""
 
