@@ -59,11 +59,11 @@ def test_healthy_only_while_the_loop_makes_progress(monkeypatch):
     metrics.state("retrying")
     assert metrics.health()[0] is False
     metrics.progress(watermark=2, lag_rows=0, complete_as_of=None)
-    later = time.monotonic() + loader_metrics.STALL_SECONDS + 1
+    later = time.monotonic() + loader_metrics.SILENCE_SECONDS + 1
     monkeypatch.setattr(loader_metrics.time, "monotonic", lambda: later)
     healthy, report = metrics.health()
     assert not healthy
-    assert report["seconds_since_progress"] > loader_metrics.STALL_SECONDS
+    assert report["seconds_since_progress"] > loader_metrics.SILENCE_SECONDS
 
 
 @pytest.fixture
