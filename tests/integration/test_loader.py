@@ -343,7 +343,8 @@ def test_rows_of_a_batch_that_never_committed_are_replaced_not_duplicated(stack,
     # A loader that died after pulling the window and before recording it left this behind.
     with warehouse_client(own.settings) as client:
         lo = raw.resume_point(client, "cinema_raw")
-        raw.pull(client, raw.pull_source(own.settings), "cinema_raw", VIEWING_EVENTS, lo, subscriber_xmax(own.settings))
+        fence = raw.Fence("cinema_raw", raw.current_epoch(client, "cinema_raw"))
+        raw.pull(client, raw.pull_source(own.settings), fence, VIEWING_EVENTS, lo, subscriber_xmax(own.settings))
     caplog.set_level(logging.WARNING, logger="loader.raw")
     assert service.drain(own.settings).caught_up
     assert "removing 300 rows of an uncommitted batch from viewing_events" in caplog.text
