@@ -265,6 +265,7 @@ class BatchRecord:
     started_at_micros: int = 0
     visible_at_micros: int = 0
     loader: str = ""
+    max_xid: int = 0
 
 
 def record_batch(client: Client, fence: Fence, batch: BatchRecord) -> None:
@@ -277,12 +278,12 @@ def record_batch(client: Client, fence: Fence, batch: BatchRecord) -> None:
         f"fromUnixTimestamp64Micro({batch.visible_at_micros}, 'UTC'), {format_str(batch.loader)}, "
         f"{position.sequence}, {format_str(position.kind)}, {position.dedup_until}, "
         f"{subscriber.system_identifier}, {subscriber.subscription_oid}, {subscriber.started_at_micros}, "
-        f"{fence.epoch}"
+        f"{fence.epoch}, {batch.max_xid}"
     )
     client.command(
         f"INSERT INTO {table_ref(fence.database, BATCHES_TABLE)} "
         "(from_xid, watermark, rows, events, quarantined, started_at, visible_at, loader, sequence, kind, "
-        "dedup_until, system_identifier, subscription_oid, subscriber_started_micros, epoch) "
+        "dedup_until, system_identifier, subscription_oid, subscriber_started_micros, epoch, max_xid) "
         f"SELECT {values} WHERE {fence.condition()}",
         settings={"query_id": _write_id(fence, f"{position.kind}-{batch.from_xid}-{position.watermark}")},
     )
@@ -329,6 +330,17 @@ def highest_loaded_xid(client: Client, database: str) -> int | None:
     result = client.query(f"SELECT greatest({highs}), {counts}")
     high, rows = result.result_rows[0]
     return int(high) if int(rows) else None
+
+
+def highest_xid_since_resync(client: Client, database: str) -> int:
+    """The highest `_xid` loaded from the current subscriber: in the batches since the last
+    resync (rows loaded before it may come from another cluster's xid space)."""
+    batches = table_ref(database, BATCHES_TABLE)
+    return _number(
+        client,
+        f"SELECT max(max_xid) FROM {batches} WHERE sequence >= "
+        f"(SELECT max(sequence) FROM {batches} WHERE kind = 'resync')",
+    )
 
 
 def kill_statement(database: str, cluster: str = "") -> str:

@@ -248,6 +248,9 @@ BATCH_RECORD_COLUMNS = (
     "subscriber_started_micros Int64",
     # The fencing epoch of the loader that wrote the record.
     "epoch UInt64",
+    # The highest `_xid` of the rows the batch loaded or quarantined (0: none): after a
+    # crash, recovery's next xid is above it (README, "Why exactly once").
+    "max_xid UInt64",
 )
 
 BOOKKEEPING = (

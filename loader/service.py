@@ -326,8 +326,7 @@ class Loader:
         the watermark again. Every loaded row's xid was flushed (FlushGate), so recovery's
         next xid is above all of them: from the highest loaded xid + 1 on, the subscriber
         can only hold rows written since. Re-load from there, by event id."""
-        highest = raw.highest_loaded_xid(self.client, self.database)
-        target = last.watermark if highest is None else min(last.watermark, highest + 1)
+        target = min(last.watermark, raw.highest_xid_since_resync(self.client, self.database) + 1)
         self._require_horizon(target, "after a restart")
         position = raw.Position(target, last.sequence + 1, max(last.dedup_until, last.watermark), current, "rewind")
         self._record(raw.BatchRecord(from_xid=last.watermark, position=position, loader=self.name))
@@ -555,6 +554,9 @@ class Loader:
                 started_at_micros=int(started_at * 1_000_000),
                 visible_at_micros=int(visible_at * 1_000_000),
                 loader=self.name,
+                max_xid=max(
+                    [window.last_xid, *(count.max_xid for count in references.values()), *(row.xid for row in rejected)]
+                ),
             )
         )
         self.position = position

@@ -175,6 +175,8 @@ class EventWindow:
     figures: IdFigures = IdFigures()
     min_id: int = 0
     max_id: int = -1
+    # The last transaction with events in the window (0: none).
+    last_xid: int = 0
 
     @property
     def rows(self) -> int:
@@ -190,16 +192,17 @@ def cut_window(
     reaches past `cap` (the end of a re-load)."""
     end = scanned_to if cap is None else min(scanned_to, cap)
     figures = IdFigures()
-    low, high = 0, -1
+    low, high, last_xid = 0, -1, 0
     for taken, transaction in enumerate(transactions):
         if transaction.xid >= end:
             break
         if taken and figures.rows + transaction.rows > max_rows:
-            return EventWindow(transaction.xid, figures, low, high)
+            return EventWindow(transaction.xid, figures, low, high, last_xid)
         low = transaction.min_id if not taken else min(low, transaction.min_id)
         high = transaction.max_id if not taken else max(high, transaction.max_id)
         figures += transaction.figures
-    return EventWindow(end, figures, low, high)
+        last_xid = transaction.xid
+    return EventWindow(end, figures, low, high, last_xid)
 
 
 def split_window(transactions: Iterable[Transaction], lo: int, hi: int, parts: int) -> list[tuple[int, int]]:
@@ -262,6 +265,8 @@ class ReferenceCount:
     # Distinct keys among the rows ClickHouse can hold, and how many rows it cannot.
     valid_keys: int
     invalid_rows: int
+    # The window's highest `_xid` in this table (0: none).
+    max_xid: int = 0
 
     @property
     def any(self) -> bool:
@@ -275,7 +280,8 @@ def reference_counts(connection: db.Connection, lo: int, hi: int) -> dict[str, R
     selects = [
         f"(SELECT count(DISTINCT {table.key}) FILTER (WHERE {valid(table)}) FROM {table.name} "
         f"WHERE {xid_window(lo, hi)}), "
-        f"(SELECT count(*) FILTER (WHERE NOT {valid(table)}) FROM {table.name} WHERE {xid_window(lo, hi)})"
+        f"(SELECT count(*) FILTER (WHERE NOT {valid(table)}) FROM {table.name} WHERE {xid_window(lo, hi)}), "
+        f"(SELECT coalesce(max(_xid), 0) FROM {table.name} WHERE {xid_window(lo, hi)})"
         for table in REFERENCE_TABLES
     ]
     with connection.cursor() as cursor:
@@ -283,7 +289,7 @@ def reference_counts(connection: db.Connection, lo: int, hi: int) -> dict[str, R
         row = cursor.fetchone()
     assert row is not None
     return {
-        table.name: ReferenceCount(int(row[2 * index]), int(row[2 * index + 1]))
+        table.name: ReferenceCount(int(row[3 * index]), int(row[3 * index + 1]), int(row[3 * index + 2]))
         for index, table in enumerate(REFERENCE_TABLES)
     }
 

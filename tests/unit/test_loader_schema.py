@@ -47,7 +47,7 @@ def test_the_watermark_table_binds_each_record_to_the_subscriber_and_the_fence()
 def test_an_older_watermark_table_gets_the_new_columns_and_nothing_else():
     (statement,) = upgrade_ddl("raw")
     assert statement.startswith("ALTER TABLE `raw`.`_loader_batches` ADD COLUMN IF NOT EXISTS sequence UInt64")
-    assert statement.count("ADD COLUMN IF NOT EXISTS") == 7
+    assert statement.count("ADD COLUMN IF NOT EXISTS") == 8
 
 
 def test_a_row_is_loadable_only_with_every_timestamp_inside_datetime64s_range():

@@ -21,7 +21,11 @@ def window(hi: int, *transactions: Transaction) -> EventWindow:
     for each in transactions:
         figures += each.figures
     return EventWindow(
-        hi, figures, min(each.min_id for each in transactions), max(each.max_id for each in transactions)
+        hi,
+        figures,
+        min(each.min_id for each in transactions),
+        max(each.max_id for each in transactions),
+        transactions[-1].xid,
     )
 
 

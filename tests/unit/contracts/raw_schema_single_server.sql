@@ -62,7 +62,8 @@ CREATE TABLE IF NOT EXISTS `cinema_raw`.`_loader_batches` (
     system_identifier Int64,
     subscription_oid UInt64,
     subscriber_started_micros Int64,
-    epoch UInt64
+    epoch UInt64,
+    max_xid UInt64
 )
 ENGINE = MergeTree
 ORDER BY watermark;
