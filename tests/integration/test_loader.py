@@ -519,3 +519,70 @@ def test_stack_status_shows_the_warehouse_or_who_holds_it(stack, tmp_path):
     with warehouse_client(own.settings):
         busy = json.loads(own.cinema("stack", "status", "--json").stdout)["warehouse"]
     assert busy["state"].startswith(f"busy: pid {os.getpid()}")
+
+
+# --- the fence and the cases the loader cannot decide ----------------------------------
+
+
+def test_a_loader_whose_epoch_was_superseded_writes_nothing(stack, tmp_path, monkeypatch):
+    own = own_warehouse(stack, tmp_path)
+    ensure_own_reference_rows(stack.settings)
+    assert service.drain(own.settings).caught_up
+    with publisher_transaction(stack.settings) as connection, connection.cursor() as cursor:
+        new_ids = insert_events(cursor, 100)
+        connection.commit()
+    wait_for_subscriber(stack.settings)
+    monkeypatch.setenv("PGTZ", "UTC")  # what service.run sets for chdb's pulls
+    loader = service.Loader(own.settings, Metrics())
+    try:
+        assert loader.attach()
+        before = raw.position(loader.client, "cinema_raw")
+        # The next loader attached (this one lost its lock without noticing yet).
+        raw.new_epoch(loader.client, "cinema_raw", "the next loader")
+        with pytest.raises(service.Fenced, match="fenced this one off; nothing more was written"):
+            loader.step(batching=False)
+        assert raw.position(loader.client, "cinema_raw") == before
+        landed = loader.client.query(f"SELECT count() FROM cinema_raw.viewing_events WHERE id IN {tuple(new_ids)}")
+        assert landed.result_rows == [(0,)]
+    finally:
+        loader.close()
+    assert service.drain(own.settings).caught_up
+    assert set(new_ids) <= set(loaded_event_ids(own.settings))
+    assert_exactly_once(own.settings)
+
+
+@pytest.mark.parametrize(
+    ("case", "message"),
+    [
+        ("watermark beyond the horizon", "is below the loader's watermark"),
+        ("records of an older loader", "loaded by an older loader that did not record which subscriber"),
+    ],
+)
+def test_what_the_loader_cannot_decide_stops_it_until_cinema_load_resync(stack, tmp_path, case, message):
+    own = own_warehouse(stack, tmp_path)
+    ensure_own_reference_rows(stack.settings)
+    with publisher_transaction(stack.settings) as connection, connection.cursor() as cursor:
+        insert_events(cursor, 10)
+        connection.commit()
+    own.cinema("load", "--until-caught-up")
+    with warehouse_client(own.settings) as client:
+        last = raw.position(client, "cinema_raw")
+        assert last is not None
+        fence = raw.Fence("cinema_raw", raw.current_epoch(client, "cinema_raw"))
+        if case == "watermark beyond the horizon":
+            position = replace(last, watermark=last.watermark + 10**9, sequence=last.sequence + 1)
+        else:
+            position = replace(last, sequence=last.sequence + 1, subscriber=source.Identity(0, 0, 0))
+        raw.record_batch(client, fence, raw.BatchRecord(from_xid=last.watermark, position=position))
+
+    stopped = own.cinema("load", "--until-caught-up", check=False)
+
+    assert stopped.returncode == 1
+    assert "Traceback" not in stopped.stderr
+    (line,) = [line for line in stopped.stderr.splitlines() if line.startswith("Error: ")]
+    assert message in line
+    assert "un `cinema load --resync`" in line
+    resynced = own.cinema("load", "--resync")
+    assert "re-baselined cinema_raw on the subscriber as it is now" in resynced.stdout
+    own.cinema("load", "--until-caught-up")
+    assert_exactly_once(own.settings)
