@@ -13,6 +13,7 @@ import os
 import shutil
 import subprocess
 from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, replace
 from pathlib import Path
 
@@ -60,10 +61,11 @@ class RunningStack:
         )
 
 
-@pytest.fixture(scope="session")
-def stack() -> Iterator[RunningStack]:
-    state_dir = sandbox.new_state_dir("cinema-test-")
-    environment = sandbox.environment(state_dir)
+@contextmanager
+def running_stack(prefix: str, **overrides: str) -> Iterator[RunningStack]:
+    """Two servers of their own in a fresh state folder, stopped and removed afterwards."""
+    state_dir = sandbox.new_state_dir(prefix)
+    environment = {**sandbox.environment(state_dir), **overrides}
     workdir = state_dir / "work"
     workdir.mkdir()
     with pytest.MonkeyPatch.context() as patch:
@@ -76,3 +78,9 @@ def stack() -> Iterator[RunningStack]:
         finally:
             embedded.down(settings, purge=False)
             shutil.rmtree(state_dir, ignore_errors=True)
+
+
+@pytest.fixture(scope="session")
+def stack() -> Iterator[RunningStack]:
+    with running_stack("cinema-test-") as running:
+        yield running

@@ -524,6 +524,22 @@ def test_stack_status_shows_the_warehouse_or_who_holds_it(stack, tmp_path):
 # --- the fence and the cases the loader cannot decide ----------------------------------
 
 
+def test_every_connection_sets_tcp_keepalives_and_a_stopped_wait_returns_at_once(stack):
+    with db.closing(db.loader(stack.settings)) as connection:
+        parameters = connection.get_dsn_parameters()
+    assert (parameters["keepalives_idle"], parameters["keepalives_interval"], parameters["keepalives_count"]) == (
+        "30",
+        "10",
+        "3",
+    )
+    stop = threading.Event()
+    stop.set()
+    began = time.monotonic()
+    # A position the subscriber will not reach for a long while: only the stop ends the wait.
+    wait_for_subscriber(stack.settings, timeout_seconds=600, target_lsn="FFFF/0", stop=stop)
+    assert time.monotonic() - began < 5
+
+
 def test_a_loader_whose_epoch_was_superseded_writes_nothing(stack, tmp_path, monkeypatch):
     own = own_warehouse(stack, tmp_path)
     ensure_own_reference_rows(stack.settings)

@@ -24,11 +24,11 @@ from pathlib import Path
 
 import pytest
 
-from cinema import db, sandbox
+from cinema import db
 from cinema import stack as embedded
 from cinema.replication import wait_for_subscriber
-from cinema.settings import Settings, load_settings
-from tests.integration.conftest import CINEMA, RunningStack
+from cinema.settings import Settings
+from tests.integration.conftest import CINEMA, RunningStack, running_stack
 from tests.integration.test_loader import (
     OWN_MOVIE,
     OWN_USER,
@@ -50,20 +50,8 @@ STALL_SECONDS = "2"
 
 @pytest.fixture(scope="module")
 def faults() -> Iterator[RunningStack]:
-    state_dir = sandbox.new_state_dir("cinema-faults-")
-    environment = {**sandbox.environment(state_dir), "LOADER_STALL_SECONDS": STALL_SECONDS}
-    workdir = state_dir / "work"
-    workdir.mkdir()
-    with pytest.MonkeyPatch.context() as patch:
-        for name, value in environment.items():
-            patch.setenv(name, value)
-        settings = load_settings(env_file=workdir / ".env")
-        embedded.up(settings)
-        try:
-            yield RunningStack(settings, {**os.environ, **environment}, workdir)
-        finally:
-            embedded.down(settings, purge=False)
-            shutil.rmtree(state_dir, ignore_errors=True)
+    with running_stack("cinema-faults-", LOADER_STALL_SECONDS=STALL_SECONDS) as running:
+        yield running
 
 
 def tally(settings: Settings) -> dict[str, int]:
