@@ -235,8 +235,8 @@ def test_a_recreated_subscription_is_reloaded_without_a_duplicate(faults, tmp_pa
 
     drained = own.cinema("load", "--until-caught-up")
 
-    assert "the subscription was recreated" in drained.stderr
     assert_exactly_once(own.settings, "recreated subscription")
+    assert "the subscription was recreated" in drained.stderr
 
 
 def test_a_rebuilt_subscriber_gets_its_slot_back_and_loses_nothing(faults, tmp_path):
@@ -262,8 +262,8 @@ def test_a_rebuilt_subscriber_gets_its_slot_back_and_loses_nothing(faults, tmp_p
     faults.cinema("generate", "--events", "10000", "--seed", "10702")
     drained = own.cinema("load", "--until-caught-up")
 
-    assert "the subscriber is another cluster" in drained.stderr
     assert_exactly_once(own.settings, "rebuilt subscriber")
+    assert "the subscriber is another cluster" in drained.stderr
     assert warehouse_query(
         own.settings, f"SELECT display_name FROM cinema_raw.users FINAL WHERE user_id = {OWN_USER}"
     ) == [("Rebuilt",)]
