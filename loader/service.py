@@ -63,6 +63,10 @@ LAG_COUNT_SECONDS = 30.0
 # Rows committed at or above xmin (not loadable yet) are counted this often: normally a
 # few, all of them behind a transaction held open.
 ABOVE_XMIN_COUNT_SECONDS = 1.0
+# A snapshot's xmin is cuttable once the WAL is flushed past it, which under a steady stream
+# takes the WAL writer milliseconds: waiting that long beats waiting for the next poll.
+FLUSH_WAIT_SECONDS = 0.05
+FLUSH_CHECK_SECONDS = 0.005
 # Below this many events per stream, another connection to the subscriber costs more than it saves.
 MIN_ROWS_PER_STREAM = 50_000
 
@@ -426,6 +430,8 @@ class Loader:
                 f"({self.watermark})"
             )
         xmin = self.gate.offer(snapshot)
+        if xmin < snapshot.xmin:
+            xmin = self._await_flush(snapshot)
         self._settle_reload(snapshot)
         self.ledger.extend(self.connection, xmin, settings.batch_max_rows)
         window = self.ledger.window(settings.batch_max_rows, self.position.dedup_until if self.deduplicating else None)
@@ -450,6 +456,15 @@ class Loader:
         self._pending_since = None
         self._note_lag(xmin, complete=whole_backlog, pending=self._known_pending(xmin))
         return batch
+
+    def _await_flush(self, snapshot: Snapshot) -> int:
+        """The cuttable xmin once the WAL is flushed past this snapshot, or after a short wait."""
+        deadline = time.monotonic() + FLUSH_WAIT_SECONDS
+        while True:
+            flushed = source.flush_lsn(self.connection)
+            if flushed >= snapshot.insert_lsn or time.monotonic() >= deadline:
+                return self.gate.offer(replace(snapshot, flush_lsn=flushed))
+            time.sleep(FLUSH_CHECK_SECONDS)
 
     def _settle_reload(self, snapshot: Snapshot) -> None:
         """A resync re-loads until its end is known: once every initial copy has finished,

@@ -64,6 +64,10 @@ def snapshot(connection: db.Connection) -> Snapshot:
     return Snapshot(int(row[0]), int(row[1]), time.time(), int(row[2]), int(row[3]), int(row[4]))
 
 
+def flush_lsn(connection: db.Connection) -> int:
+    return int(db.scalar(connection, "SELECT pg_wal_lsn_diff(pg_current_wal_flush_lsn(), '0/0')::bigint"))
+
+
 class FlushGate:
     """The highest xmin whose transactions below it are all flushed to the subscriber's WAL.
 

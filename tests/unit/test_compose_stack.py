@@ -269,7 +269,8 @@ def test_postgres_servers_run_18_with_logical_wal_and_the_shared_init() -> None:
     for name, side in (("postgres_publicist", "publisher"), ("postgres_subscription", "subscriber")):
         service = SERVICES[name]
         assert service["image"].startswith("postgres:18."), name
-        assert service["command"] == ["postgres", "-c", "wal_level=logical"], name
+        assert service["command"][:3] == ["postgres", "-c", "wal_level=logical"], name
+    assert SERVICES["postgres_subscription"]["command"][3:] == ["-c", "wal_writer_delay=20ms"]
         assert environment_of(name)["CINEMA_POSTGRES_SIDE"] == side
         assert "./postgres_init/docker-initdb.sh:/docker-entrypoint-initdb.d/cinema.sh:ro" in service["volumes"]
     for name in ("postgres_publicist", "postgres_subscription", "airflow-postgres", "metabase-postgres"):
