@@ -108,9 +108,6 @@ def _configure(files: ServerFiles, server: PostgresServer) -> None:
         f"port = {server.port}\n"
         f"unix_socket_directories = '{files.socket_dir}'\n"
         "wal_level = logical\n"
-        # The loader cuts the subscriber's rows only at flushed WAL: flushing every 20 ms
-        # instead of 200 keeps that from costing freshness (measured; README).
-        "wal_writer_delay = 20ms\n"
         "max_wal_senders = 10\n"
         "max_replication_slots = 10\n"
         "max_logical_replication_workers = 8\n"

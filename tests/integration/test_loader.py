@@ -524,9 +524,11 @@ def test_stack_status_shows_the_warehouse_or_who_holds_it(stack, tmp_path):
 # --- the fence and the cases the loader cannot decide ----------------------------------
 
 
-def test_every_connection_sets_tcp_keepalives_and_a_stopped_wait_returns_at_once(stack):
+def test_connections_keep_alive_the_wal_writer_is_quick_and_a_stopped_wait_returns_at_once(stack):
     with db.closing(db.loader(stack.settings)) as connection:
         parameters = connection.get_dsn_parameters()
+        # postgres_init/subscriber/05_settings.sql: the flush gate's WAL writer.
+        assert db.scalar(connection, "SHOW wal_writer_delay") == "20ms"
     assert (parameters["keepalives_idle"], parameters["keepalives_interval"], parameters["keepalives_count"]) == (
         "30",
         "10",

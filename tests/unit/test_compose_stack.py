@@ -269,10 +269,9 @@ def test_postgres_servers_run_18_with_logical_wal_and_the_shared_init() -> None:
     for name, side in (("postgres_publicist", "publisher"), ("postgres_subscription", "subscriber")):
         service = SERVICES[name]
         assert service["image"].startswith("postgres:18."), name
-        assert service["command"][:3] == ["postgres", "-c", "wal_level=logical"], name
+        assert service["command"] == ["postgres", "-c", "wal_level=logical"], name
         assert environment_of(name)["CINEMA_POSTGRES_SIDE"] == side
         assert "./postgres_init/docker-initdb.sh:/docker-entrypoint-initdb.d/cinema.sh:ro" in service["volumes"]
-    assert SERVICES["postgres_subscription"]["command"][3:] == ["-c", "wal_writer_delay=20ms"]
     for name in ("postgres_publicist", "postgres_subscription", "airflow-postgres", "metabase-postgres"):
         # postgres:18 keeps its data in /var/lib/postgresql/18/docker: the volume goes one level up.
         assert any(str(v).endswith(":/var/lib/postgresql") for v in SERVICES[name]["volumes"]), name
