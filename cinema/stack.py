@@ -459,8 +459,13 @@ def up(settings: Settings) -> None:
     wait_for_initial_sync(settings)
 
 
+def server_tool(tool: str, *args: str) -> None:
+    """Run one of the servers' own tools (pg_ctl, pg_controldata, ...) as the user the servers run as."""
+    _pg(tool, *args, user=_run_as())
+
+
 def _stop(files: ServerFiles) -> None:
-    _pg("pg_ctl", "stop", "-D", str(files.data_dir), "-m", "fast", "-w", user=_run_as())
+    server_tool("pg_ctl", "stop", "-D", str(files.data_dir), "-m", "fast", "-w")
 
 
 def restart(settings: Settings, server: PostgresServer) -> None:
@@ -500,9 +505,24 @@ def status(settings: Settings) -> dict[str, object]:
             entry["reachable"] = False
             entry["error"] = str(error).strip().splitlines()[0]
         report[side] = entry
-    report["replication"] = replication_state(settings)
+    report["replication"] = {**replication_state(settings), "loading_stall": loading_stall(settings)}
     report["warehouse"] = warehouse_state(settings)
     return report
+
+
+def loading_stall(settings: Settings) -> str:
+    """The subscriber's oldest open transaction, if older than LOADER_STALL_SECONDS: it
+    pins xmin, and the loader loads nothing committed after it began."""
+    from loader.source import oldest_open_transaction
+
+    try:
+        with db.closing(db.monitor(settings, "subscriber")) as connection:
+            blocker = oldest_open_transaction(connection)
+    except psycopg2.OperationalError as error:
+        return f"unknown: {str(error).strip().splitlines()[0]}"
+    if blocker is None or blocker.seconds < settings.loader.stall_seconds:
+        return "none"
+    return f"xmin held by {blocker.describe()}"
 
 
 def warehouse_state(settings: Settings) -> dict[str, object]:
