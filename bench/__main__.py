@@ -55,6 +55,24 @@ class Figure:
     ratio: str = ""
 
 
+def _durability_figures(replication: dict[str, float]) -> list[Figure]:
+    """Apply rates with the subscription's synchronous_commit off (chosen) and on, same run."""
+    rows = []
+    for size in (5000, 50):
+        off = replication[f"replication_rows_per_second_{size}_row_transactions_sync_off"]
+        on = replication[f"replication_rows_per_second_{size}_row_transactions_sync_on"]
+        rows.append(
+            Figure(
+                "replication",
+                f"apply rows/s, {size}-row transactions, synchronous_commit off (chosen; PostgreSQL's default)",
+                f"{off:,.0f}",
+                f"synchronous_commit on: {on:,.0f}",
+                f"{on / off:.2f}",
+            )
+        )
+    return rows
+
+
 def _figures(results: dict[str, dict[str, float]], sizes: Sizes) -> list[Figure]:
     """The table: each figure beside the reference measured in the same run."""
     producer, replication = results["producer"], results["replication"]
@@ -73,6 +91,7 @@ def _figures(results: dict[str, dict[str, float]], sizes: Sizes) -> list[Figure]
             f"{replication['replication_catch_up_seconds']:.1f} s",
             f"{replication['replication_rows_per_second']:,.0f} rows/s applied",
         ),
+        *_durability_figures(replication),
         Figure(
             "loader",
             f"rows/s, `cinema load --until-caught-up` ({loader['loader_rows']:,.0f} rows)",

@@ -93,7 +93,8 @@ def _loader_rate(settings: Settings) -> tuple[int, float, int, list[tuple[int, i
             f"FROM {table_ref(RAW, '_loader_batches')}"
         ).result_rows[0]
         windows = client.query(
-            f"SELECT from_xid, watermark FROM {table_ref(RAW, '_loader_batches')} ORDER BY watermark"
+            f"SELECT from_xid, watermark FROM {table_ref(RAW, '_loader_batches')} WHERE kind = 'batch' "
+            "ORDER BY sequence"
         ).result_rows
     return int(rows), float(seconds), int(watermark), [(int(lo), int(hi)) for lo, hi in windows]
 
@@ -102,9 +103,11 @@ def _in_engine_seconds(settings: Settings, watermark: int) -> float:
     """ClickHouse pulling every row below `watermark` into empty tables, one statement per table."""
     with warehouse_client(settings) as client:
         ensure_raw_schema(client, RAW)
+        # The loader's very statement, fence included.
+        fence = raw.new_epoch(client, RAW, "bench")
         began = time.monotonic()
         for table in RAW_TABLES:
-            raw.pull(client, raw.pull_source(settings), RAW, table, 0, watermark)
+            raw.pull(client, raw.pull_source(settings), fence, table, 0, watermark)
         return time.monotonic() - began
 
 

@@ -1,5 +1,11 @@
 """Replication catch-up: apply throughput of a backlog, with the subscription paused
-while the producer writes and resumed with the clock running."""
+while the producer writes and resumed with the clock running.
+
+Measured with the subscription's `synchronous_commit` off (PostgreSQL's default for
+subscriptions, and the chosen setting: the loader cuts only at a flushed xmin instead)
+and on (every applied transaction flushed before the next), alternately in the same run,
+for large (5,000-row) and small (50-row, a live stream's size) transactions.
+"""
 
 from __future__ import annotations
 
@@ -12,20 +18,54 @@ from cinema.names import SUBSCRIPTION
 from cinema.replication import publisher_lsn, wait_for_subscriber
 from cinema.settings import Settings
 
+CHOSEN = "off"
+SETTINGS = ("off", "on")
+LARGE, SMALL = 5_000, 50
 
-def _subscription(settings: Settings, enabled: bool) -> None:
-    db.run_as_admin(settings, "subscriber", f"ALTER SUBSCRIPTION {SUBSCRIPTION} {'ENABLE' if enabled else 'DISABLE'}")
+
+def _subscription(settings: Settings, clause: str) -> None:
+    db.run_as_admin(settings, "subscriber", f"ALTER SUBSCRIPTION {SUBSCRIPTION} {clause}")
+
+
+def _catch_up_seconds(
+    settings: Settings,
+    cinema: Callable[..., subprocess.CompletedProcess[str]],
+    events: int,
+    seed: int,
+    chunk_size: int,
+    synchronous_commit: str,
+) -> float:
+    wait_for_subscriber(settings, timeout_seconds=600)
+    _subscription(settings, f"SET (synchronous_commit = {synchronous_commit})")
+    _subscription(settings, "DISABLE")
+    try:
+        cinema(
+            "generate", "--events", str(events), "--seed", str(seed), "--writers", "4", "--chunk-size", str(chunk_size)
+        )
+        target = publisher_lsn(settings)
+    finally:
+        _subscription(settings, "ENABLE")
+    began = time.monotonic()
+    wait_for_subscriber(settings, timeout_seconds=1800, target_lsn=target)
+    return time.monotonic() - began
 
 
 def run(settings: Settings, cinema: Callable[..., subprocess.CompletedProcess[str]], events: int) -> dict[str, float]:
-    wait_for_subscriber(settings, timeout_seconds=600)
-    _subscription(settings, enabled=False)
+    figures: dict[str, float] = {}
+    seed = 515151
     try:
-        cinema("generate", "--events", str(events), "--seed", "515151", "--writers", "4")
-        target = publisher_lsn(settings)
+        for chunk_size, count in ((LARGE, events), (SMALL, max(1_000, events // 10))):
+            for synchronous_commit in SETTINGS:
+                seed += 1
+                seconds = _catch_up_seconds(settings, cinema, count, seed, chunk_size, synchronous_commit)
+                figures[f"replication_rows_per_second_{chunk_size}_row_transactions_sync_{synchronous_commit}"] = (
+                    count / seconds
+                )
+                if chunk_size == LARGE and synchronous_commit == CHOSEN:
+                    figures["replication_catch_up_seconds"] = seconds
     finally:
-        _subscription(settings, enabled=True)
-    began = time.monotonic()
-    wait_for_subscriber(settings, timeout_seconds=1800, target_lsn=target)
-    seconds = time.monotonic() - began
-    return {"replication_catch_up_seconds": seconds, "replication_rows_per_second": events / seconds}
+        _subscription(settings, f"SET (synchronous_commit = {CHOSEN})")
+    figures["replication_rows_per_second"] = figures[
+        f"replication_rows_per_second_{LARGE}_row_transactions_sync_{CHOSEN}"
+    ]
+    return figures

@@ -191,33 +191,13 @@ def stack_down(purge: bool) -> None:
     click.echo(f"stopped: {', '.join(stopped) or 'nothing was running'}" + ("; state purged" if purge else ""))
 
 
-def _warehouse_state(settings: Settings) -> dict[str, object]:
-    """Raw row counts and the loader's watermark, if the warehouse opens without waiting."""
-    from clickhouse_connect.driver.exceptions import Error as ClickHouseError
-
-    from cinema.warehouse import WarehouseBusy, lock_holder, warehouse_client
-    from loader.raw import progress
-
-    warehouse = settings.warehouse
-    if warehouse.interface == "chdb" and not warehouse.chdb_path.exists():
-        return {"state": "not created yet"}
-    try:
-        with warehouse_client(settings, lock_timeout_seconds=0) as client:
-            return {"state": "open", **progress(client, warehouse.raw_database)}
-    except WarehouseBusy:
-        return {"state": f"busy: {lock_holder(warehouse)}"}
-    except ClickHouseError as error:
-        return {"state": "unavailable", "error": str(error).strip().splitlines()[0]}
-
-
 @stack.command("status")
 @click.option("--json", "as_json", is_flag=True, help="Machine-readable output.")
 def stack_status(as_json: bool) -> None:
     """Both servers, their event counts, the subscription and replication lag."""
-    from cinema import stack as embedded
+    from cinema.status import status
 
-    settings = settings_from_context()
-    report = {**embedded.status(settings), "warehouse": _warehouse_state(settings)}
+    report = status(settings_from_context())
     if as_json:
         click.echo(json.dumps(report, indent=2, default=str))
         return

@@ -31,6 +31,13 @@ def connect(
         password=password,
         application_name=application_name,
         connect_timeout=10,
+        # TCP keepalives on every connection: a session whose peer vanished (a dead loader
+        # host holding the advisory lock, a subscriber gone from the network) is noticed by
+        # the server and the client within about a minute, not the kernel's two hours.
+        keepalives=1,
+        keepalives_idle=30,
+        keepalives_interval=10,
+        keepalives_count=3,
     )
     connection.autocommit = autocommit
     return connection

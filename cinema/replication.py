@@ -8,6 +8,7 @@ so this holds even while new writes keep arriving.
 
 from __future__ import annotations
 
+import threading
 import time
 
 from cinema import db
@@ -41,12 +42,18 @@ def remaining_bytes(settings: Settings, target_lsn: str) -> int | None:
     return None if value is None else int(value)
 
 
-def wait_for_subscriber(settings: Settings, timeout_seconds: float = 120.0, target_lsn: str | None = None) -> float:
+def wait_for_subscriber(
+    settings: Settings,
+    timeout_seconds: float = 120.0,
+    target_lsn: str | None = None,
+    stop: threading.Event | None = None,
+) -> float:
     """Block until the subscriber has everything the publisher committed before the
-    call (or up to `target_lsn`); return the seconds it took."""
+    call (or up to `target_lsn`), or until `stop` is set; return the seconds it took."""
     target = target_lsn or publisher_lsn(settings)
+    stop = stop or threading.Event()
     began = time.monotonic()
-    while True:
+    while not stop.is_set():
         remaining = remaining_bytes(settings, target)
         if remaining is None:
             raise SubscriptionMissing(
@@ -59,4 +66,5 @@ def wait_for_subscriber(settings: Settings, timeout_seconds: float = 120.0, targ
                 f"after {timeout_seconds:.0f}s the subscription {SUBSCRIPTION} is {remaining} WAL bytes behind "
                 f"publisher position {target}; check `cinema stack status` and the subscriber's log"
             )
-        time.sleep(0.1)
+        stop.wait(0.1)
+    return time.monotonic() - began

@@ -74,6 +74,9 @@ class LoaderSettings:
     # Concurrent ClickHouse pulls a large batch is split into (PostgreSQL's COPY out is
     # one core per stream).
     pull_streams: int
+    # How long xmin may stay pinned, with committed rows waiting behind it, before the
+    # loader reports a stall.
+    stall_seconds: float = 60.0
 
 
 @dataclass(frozen=True)
@@ -208,6 +211,7 @@ def load_settings(env_file: Path | None = None) -> Settings:
             metrics_port=number("LOADER_METRICS_PORT", 9464),
             runs_as_service=config("LOADER_RUNS_AS_SERVICE", default=False, cast=bool),
             pull_streams=pull_streams,
+            stall_seconds=seconds("LOADER_STALL_SECONDS", 60.0),
         ),
         log_format=cast(LogFormat, log_format),
         metabase=MetabaseSettings(

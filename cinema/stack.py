@@ -32,8 +32,6 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
-import psycopg2
-
 from cinema import db
 from cinema.logs import private_log
 from cinema.names import SUBSCRIPTION
@@ -459,8 +457,13 @@ def up(settings: Settings) -> None:
     wait_for_initial_sync(settings)
 
 
+def server_tool(tool: str, *args: str) -> None:
+    """Run one of the servers' own tools (pg_ctl, pg_controldata, ...) as the user the servers run as."""
+    _pg(tool, *args, user=_run_as())
+
+
 def _stop(files: ServerFiles) -> None:
-    _pg("pg_ctl", "stop", "-D", str(files.data_dir), "-m", "fast", "-w", user=_run_as())
+    server_tool("pg_ctl", "stop", "-D", str(files.data_dir), "-m", "fast", "-w")
 
 
 def restart(settings: Settings, server: PostgresServer) -> None:
@@ -485,57 +488,3 @@ def down(settings: Settings, *, purge: bool) -> list[str]:
         if settings.state_dir.exists():
             shutil.rmtree(settings.state_dir)
     return stopped
-
-
-def status(settings: Settings) -> dict[str, object]:
-    """Servers, event counts, subscription state and replication lag, as plain data.
-
-    The warehouse's part is the loader's to tell: `cinema stack status` adds it.
-    """
-    report: dict[str, object] = {}
-    for side, server in (("publisher", settings.publisher), ("subscriber", settings.subscriber)):
-        files = ServerFiles.of(settings, server)
-        entry: dict[str, object] = {"address": f"{server.host}:{server.port}", "running": is_running(files)}
-        try:
-            entry["events"] = db.count_events(settings, side)
-            entry["reachable"] = True
-        except psycopg2.OperationalError as error:
-            entry["reachable"] = False
-            entry["error"] = str(error).strip().splitlines()[0]
-        report[side] = entry
-    report["replication"] = replication_state(settings)
-    return report
-
-
-def replication_state(settings: Settings) -> dict[str, object]:
-    try:
-        with db.closing(db.monitor(settings, "subscriber")) as subscriber, subscriber.cursor() as cursor:
-            cursor.execute(
-                "SELECT s.subenabled, count(st.pid) FILTER (WHERE st.pid IS NOT NULL),"
-                " max(st.latest_end_time) "
-                "FROM pg_subscription s LEFT JOIN pg_stat_subscription st ON st.subid = s.oid "
-                "WHERE s.subname = %s GROUP BY s.subenabled",
-                (SUBSCRIPTION,),
-            )
-            row = cursor.fetchone()
-        with db.closing(db.monitor(settings, "publisher")) as publisher, publisher.cursor() as cursor:
-            cursor.execute(
-                "SELECT pg_wal_lsn_diff(pg_current_wal_lsn(), confirmed_flush_lsn)::bigint,"
-                " (SELECT extract(epoch FROM replay_lag) FROM pg_stat_replication"
-                "   WHERE application_name = %s LIMIT 1) "
-                "FROM pg_replication_slots WHERE slot_name = %s",
-                (SUBSCRIPTION, SUBSCRIPTION),
-            )
-            lag = cursor.fetchone()
-    except psycopg2.OperationalError as error:
-        return {"state": "unreachable", "error": str(error).strip().splitlines()[0]}
-    if row is None:
-        return {"state": "missing"}
-    enabled, workers, latest = row
-    return {
-        "state": "streaming" if enabled and workers else ("enabled" if enabled else "disabled"),
-        "apply_workers": workers,
-        "last_message_at": latest.isoformat() if latest else None,
-        "lag_bytes": lag[0] if lag else None,
-        "replay_lag_seconds": float(lag[1]) if lag and lag[1] is not None else None,
-    }

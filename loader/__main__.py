@@ -45,19 +45,33 @@ def _stop_on_signals() -> threading.Event:
     help="Ask the running service's /healthz; exit 0 if healthy (a container healthcheck).",
 )
 @click.option(
+    "--resync",
+    "mode",
+    flag_value="resync",
+    help="Re-baseline after a deliberate resync of the subscriber: the next load re-loads it by event id, "
+    "skipping what is loaded.",
+)
+@click.option(
+    "--timeout",
+    type=click.FloatRange(min=0, min_open=True),
+    default=600.0,
+    show_default=True,
+    help="--until-caught-up: give up after this many seconds, naming what holds loading back.",
+)
+@click.option(
     "--wait-for-publisher/--no-wait-for-publisher",
     default=True,
     show_default=True,
     help="--until-caught-up: first wait until the subscriber has what the publisher committed.",
 )
-def load(mode: str | None, wait_for_publisher: bool) -> None:
+def load(mode: str | None, timeout: float, wait_for_publisher: bool) -> None:
     """Move new subscriber rows into ClickHouse's raw database, exactly once."""
     from cinema.context import settings_from_context
     from loader.metrics import probe
-    from loader.service import LoaderError, drain, follow
+    from loader.service import LoaderError, drain, follow, resync
 
     if mode is None:
-        raise click.UsageError("choose one of --follow, --until-caught-up or --check-health")
+        raise click.UsageError("choose one of --follow, --until-caught-up, --check-health or --resync")
     settings = settings_from_context()
     if mode == "health":
         healthy, report = probe(settings)
@@ -67,8 +81,15 @@ def load(mode: str | None, wait_for_publisher: bool) -> None:
     try:
         if mode == "follow":
             summary = follow(settings, stop)
+        elif mode == "resync":
+            summary = resync(settings)
+            click.echo(
+                f"re-baselined {settings.warehouse.raw_database} on the subscriber as it is now: the next load "
+                f"re-loads from transaction {summary.watermark} by event id, skipping what is loaded"
+            )
+            return
         else:
-            summary = drain(settings, stop=stop, wait_for_publisher=wait_for_publisher)
+            summary = drain(settings, stop=stop, wait_for_publisher=wait_for_publisher, timeout_seconds=timeout)
     except (LoaderError, WarehouseBusy, ReplicationTimeout, SubscriptionMissing) as error:
         raise click.ClickException(str(error)) from error
     click.echo(summary.describe())

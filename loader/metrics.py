@@ -21,14 +21,19 @@ log = logging.getLogger(__name__)
 
 # The loop completes a poll at least every LOADER_POLL_INTERVAL_SECONDS and a batch in
 # seconds; a loader silent for this long is stuck or failing and should be restarted.
-STALL_SECONDS = 60.0
+SILENCE_SECONDS = 60.0
 TABLES = tuple(table.name for table in RAW_TABLES)
 ERROR_KINDS = ("transient", "fatal")
 
 
 class Metrics:
-    def __init__(self) -> None:
+    def __init__(self, stall_seconds: float = 60.0) -> None:
         self._lock = threading.Lock()
+        # LOADER_STALL_SECONDS: xmin pinned this long with rows behind it is a stall.
+        self._stall_threshold = stall_seconds
+        self._stall_seconds = 0.0
+        self._blocking_pid: int | None = None
+        self._stall = ""
         # Every series exists from the start, at 0, so rate() and alerts see it.
         self._rows = dict.fromkeys(TABLES, 0)
         self._quarantined = dict.fromkeys(TABLES, 0)
@@ -61,6 +66,13 @@ class Metrics:
             self._last_progress = time.monotonic()
             self._state = "running"
 
+    def stalled(self, seconds: float, blocking_pid: int | None, description: str) -> None:
+        """How long xmin has been pinned with committed rows behind it (0: it moves)."""
+        with self._lock:
+            self._stall_seconds = seconds
+            self._blocking_pid = blocking_pid
+            self._stall = description if seconds else ""
+
     def error(self, kind: str) -> None:
         with self._lock:
             self._errors[kind] += 1
@@ -82,15 +94,22 @@ class Metrics:
         lag = self.lag_seconds()
         with self._lock:
             silent = None if self._last_progress is None else time.monotonic() - self._last_progress
-            healthy = self._state == "running" and silent is not None and silent < STALL_SECONDS
-            return healthy, {
-                "status": "ok" if healthy else "unhealthy",
+            alive = self._state == "running" and silent is not None and silent < SILENCE_SECONDS
+            stalled = self._stall_seconds >= self._stall_threshold
+            healthy = alive and not stalled
+            report: dict[str, object] = {
+                "status": "ok" if healthy else ("stalled" if alive else "unhealthy"),
                 "state": self._state,
                 "seconds_since_progress": None if silent is None else round(silent, 3),
                 "watermark": self._watermark,
                 "lag_rows": self._lag_rows,
                 "lag_seconds": None if lag is None else round(lag, 3),
             }
+            if stalled:
+                report.update(
+                    stall_seconds=round(self._stall_seconds, 3), blocking_pid=self._blocking_pid, stall=self._stall
+                )
+            return healthy, report
 
     def render(self) -> str:
         """The Prometheus text exposition format, version 0.0.4."""
@@ -132,7 +151,7 @@ class Metrics:
                 *_family(
                     "cinema_loader_lag_rows",
                     "gauge",
-                    "Committed subscriber rows not yet loaded.",
+                    "Committed subscriber rows not yet loaded, loadable or not (at or above xmin).",
                     {None: self._lag_rows},
                 ),
                 *_family(
@@ -140,6 +159,18 @@ class Metrics:
                     "gauge",
                     "Seconds since the last moment everything committed was loaded.",
                     {None: -1 if lag is None else round(lag, 3)},
+                ),
+                *_family(
+                    "cinema_loader_stall_seconds",
+                    "gauge",
+                    "Seconds the subscriber's xmin has been pinned with committed rows behind it (0: it moves).",
+                    {None: round(self._stall_seconds, 3)},
+                ),
+                *_family(
+                    "cinema_loader_stall_blocking_pid",
+                    "gauge",
+                    "Subscriber backend whose open transaction pins xmin, during a stall (0: none).",
+                    {None: self._blocking_pid or 0},
                 ),
                 *_family("cinema_loader_up", "gauge", "1 while the loader is healthy.", {None: int(healthy)}),
             ]

@@ -38,6 +38,8 @@ from clickhouse_connect.driver.client import Client
 
 from cinema.names import BATCHES_TABLE, QUARANTINE_TABLE
 
+EPOCHS_TABLE = "_loader_epochs"
+
 # A sharded table's rows live in `<name>_local` on every shard (dbt-clickhouse's suffix too).
 LOCAL_SUFFIX = "_local"
 # Keeper paths of the replicated tables (the server fills in the macros): a sharded
@@ -177,7 +179,9 @@ VIEWING_EVENTS = RawTable(
     ),
     merge_tree=MergeTreeEngine("MergeTree", "PARTITION BY toYYYYMM(event_time)\nORDER BY (session_id, event_time, id)"),
     append_only=True,
-    indexes=("INDEX _xid_minmax _xid TYPE minmax GRANULARITY 1",),
+    # id's minmax index: a re-load's duplicate filter (`id NOT IN` the window's id range)
+    # reads only the parts whose ids overlap the window.
+    indexes=("INDEX _xid_minmax _xid TYPE minmax GRANULARITY 1", "INDEX id_minmax id TYPE minmax GRANULARITY 1"),
     # A session's events on one shard: sessionizing one needs no other shard.
     sharding_key="cityHash64(session_id)",
 )
@@ -229,9 +233,29 @@ class Bookkeeping:
     merge_tree: MergeTreeEngine
 
 
+# Columns of `_loader_batches` added after its first release: `ensure_raw_schema` adds
+# them to an older table, where they read 0 (an identity unknown, which stops the loader).
+BATCH_RECORD_COLUMNS = (
+    # The record's place in order (a rewind or resync lowers the watermark, so the last
+    # record, not the highest watermark, is the resume point), and what it is.
+    "sequence UInt64",
+    "kind LowCardinality(String)",
+    # While the watermark is below this, windows are re-loads, idempotent by event id.
+    "dedup_until UInt64",
+    # The subscriber the watermark's xids belong to (loader/source.py, Identity).
+    "system_identifier Int64",
+    "subscription_oid UInt64",
+    "subscriber_started_micros Int64",
+    # The fencing epoch of the loader that wrote the record.
+    "epoch UInt64",
+    # The highest `_xid` of the rows the batch loaded or quarantined (0: none): after a
+    # crash, recovery's next xid is above it (README, "Why exactly once").
+    "max_xid UInt64",
+)
+
 BOOKKEEPING = (
-    # One row per committed batch, appended after its data: max(watermark) is the
-    # resume point. Every row with `_xid` below it is in the raw tables exactly once.
+    # One row per committed batch, appended after its data, and one per rewind or resync
+    # of the watermark: the last record's watermark is the resume point.
     Bookkeeping(
         BATCHES_TABLE,
         (
@@ -243,6 +267,7 @@ BOOKKEEPING = (
             "started_at DateTime64(6, 'UTC')",
             "visible_at DateTime64(6, 'UTC')",
             "loader String",
+            *BATCH_RECORD_COLUMNS,
         ),
         MergeTreeEngine("MergeTree", "ORDER BY watermark"),
     ),
@@ -258,6 +283,14 @@ BOOKKEEPING = (
             "quarantined_at DateTime64(6, 'UTC') DEFAULT now64(6)",
         ),
         MergeTreeEngine("MergeTree", "ORDER BY (table_name, _xid, row_key)"),
+    ),
+    # One row per attach of a loader: every write of the loader carries the condition
+    # that its epoch is still the highest, so a loader that lost its lock writes nothing
+    # once the next one has attached.
+    Bookkeeping(
+        EPOCHS_TABLE,
+        ("epoch UInt64", "loader String", "started_at DateTime64(6, 'UTC') DEFAULT now64(6)"),
+        MergeTreeEngine("MergeTree", "ORDER BY epoch"),
     ),
 )
 
@@ -287,7 +320,14 @@ def delete_target(database: str, table: str, cluster: str = "") -> str:
     return table_ref(database, table)
 
 
+def upgrade_ddl(database: str, cluster: str = "") -> tuple[str, ...]:
+    """The bookkeeping columns a `_loader_batches` of an older release lacks."""
+    added = ", ".join(f"ADD COLUMN IF NOT EXISTS {column}" for column in BATCH_RECORD_COLUMNS)
+    return (f"ALTER TABLE {table_ref(database, BATCHES_TABLE)}{on_cluster(cluster)} {added}",)
+
+
 def ensure_raw_schema(client: Client, database: str, cluster: str = "") -> None:
-    """Create the raw database and its tables where missing; never alters what exists."""
-    for statement in raw_schema_ddl(database, cluster):
+    """Create the raw database and its tables where missing; the only change to what
+    exists is adding the loader's bookkeeping columns of later releases."""
+    for statement in (*raw_schema_ddl(database, cluster), *upgrade_ddl(database, cluster)):
         client.command(statement)

@@ -33,6 +33,32 @@ export PGDATABASE="${PGDATABASE:-${POSTGRES_DB:?neither PGDATABASE nor POSTGRES_
 here=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
 psql_bin=${PSQL:-psql}
 
+# A rebuilt subscriber has no subscription yet, while the publisher may still hold the
+# slot of its previous incarnation: inactive (nobody streams from it), and CREATE
+# SUBSCRIPTION fails on it. Its pending changes are of no use, since the new
+# subscription's initial copy takes the tables as they are now, so it is dropped. An
+# active slot of that name is left alone. The replication role may drop slots over a
+# replication connection, so this needs no admin password of the publisher.
+drop_leftover_slot() {
+  local subscriptions leftover
+  subscriptions=$("$psql_bin" --no-psqlrc --tuples-only --no-align \
+    --command "SELECT count(*) FROM pg_subscription WHERE subname = 'cinema_subscription'")
+  [ "$subscriptions" = 0 ] || return 0
+  leftover=$(PGHOST=$PUBLISHER_HOST_FOR_SUBSCRIBER PGPORT=$PUBLISHER_PORT_FOR_SUBSCRIBER \
+    PGDATABASE=$POSTGRES_PUBLICIST_DB PGUSER=cinema_replicator PGPASSWORD=$POSTGRES_REPLICATION_PASSWORD \
+    "$psql_bin" --no-psqlrc --tuples-only --no-align "replication=database" \
+    --command "SELECT count(*) FROM pg_replication_slots WHERE slot_name = 'cinema_subscription' AND NOT active")
+  [ "$leftover" = 1 ] || return 0
+  echo "apply.sh subscriber: dropping the publisher's leftover slot cinema_subscription (no subscription here yet)" >&2
+  PGHOST=$PUBLISHER_HOST_FOR_SUBSCRIBER PGPORT=$PUBLISHER_PORT_FOR_SUBSCRIBER \
+    PGDATABASE=$POSTGRES_PUBLICIST_DB PGUSER=cinema_replicator PGPASSWORD=$POSTGRES_REPLICATION_PASSWORD \
+    "$psql_bin" --no-psqlrc --quiet "replication=database" --command "DROP_REPLICATION_SLOT cinema_subscription"
+}
+
+if [ "$side" = subscriber ]; then
+  drop_leftover_slot
+fi
+
 for file in "$here/$side"/*.sql; do
   "$psql_bin" --no-psqlrc --quiet --set ON_ERROR_STOP=1 --file "$file"
 done

@@ -18,6 +18,9 @@ GRANT USAGE ON SCHEMA public TO cinema_loader, cinema_monitor;
 
 -- The loader (and ClickHouse pulling on its behalf) only reads.
 GRANT SELECT ON viewing_events, movies, users TO cinema_loader;
+-- To name the session whose open transaction stalls loading (pid, application, state,
+-- transaction age): other roles' sessions show those only to pg_read_all_stats.
+GRANT pg_read_all_stats TO cinema_loader;
 
 GRANT pg_monitor TO cinema_monitor;
 GRANT SELECT ON viewing_events, movies, users TO cinema_monitor;

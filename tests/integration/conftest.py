@@ -13,6 +13,7 @@ import os
 import shutil
 import subprocess
 from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, replace
 from pathlib import Path
 
@@ -72,10 +73,11 @@ def chromium_or_skip() -> None:
         pytest.skip(f"{missing} (CI=true makes this a failure)")
 
 
-@pytest.fixture(scope="session")
-def stack() -> Iterator[RunningStack]:
-    state_dir = sandbox.new_state_dir("cinema-test-")
-    environment = sandbox.environment(state_dir)
+@contextmanager
+def running_stack(prefix: str, **overrides: str) -> Iterator[RunningStack]:
+    """Two servers of their own in a fresh state folder, stopped and removed afterwards."""
+    state_dir = sandbox.new_state_dir(prefix)
+    environment = {**sandbox.environment(state_dir), **overrides}
     workdir = state_dir / "work"
     workdir.mkdir()
     with pytest.MonkeyPatch.context() as patch:
@@ -88,3 +90,9 @@ def stack() -> Iterator[RunningStack]:
         finally:
             embedded.down(settings, purge=True)
             shutil.rmtree(state_dir, ignore_errors=True)
+
+
+@pytest.fixture(scope="session")
+def stack() -> Iterator[RunningStack]:
+    with running_stack("cinema-test-") as running:
+        yield running

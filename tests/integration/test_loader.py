@@ -343,7 +343,8 @@ def test_rows_of_a_batch_that_never_committed_are_replaced_not_duplicated(stack,
     # A loader that died after pulling the window and before recording it left this behind.
     with warehouse_client(own.settings) as client:
         lo = raw.resume_point(client, "cinema_raw")
-        raw.pull(client, raw.pull_source(own.settings), "cinema_raw", VIEWING_EVENTS, lo, subscriber_xmax(own.settings))
+        fence = raw.Fence("cinema_raw", raw.current_epoch(client, "cinema_raw"))
+        raw.pull(client, raw.pull_source(own.settings), fence, VIEWING_EVENTS, lo, subscriber_xmax(own.settings))
     caplog.set_level(logging.WARNING, logger="loader.raw")
     assert service.drain(own.settings).caught_up
     assert "removing 300 rows of an uncommitted batch from viewing_events" in caplog.text
@@ -510,3 +511,88 @@ def test_stack_status_shows_the_warehouse_or_who_holds_it(stack, tmp_path):
     with warehouse_client(own.settings):
         busy = json.loads(own.cinema("stack", "status", "--json").stdout)["warehouse"]
     assert busy["state"].startswith(f"busy: pid {os.getpid()}")
+
+
+# --- the fence and the cases the loader cannot decide ----------------------------------
+
+
+def test_connections_keep_alive_the_wal_writer_is_quick_and_a_stopped_wait_returns_at_once(stack):
+    with db.closing(db.loader(stack.settings)) as connection:
+        parameters = connection.get_dsn_parameters()
+        # postgres_init/subscriber/05_settings.sql: the flush gate's WAL writer.
+        assert db.scalar(connection, "SHOW wal_writer_delay") == "20ms"
+    assert (parameters["keepalives_idle"], parameters["keepalives_interval"], parameters["keepalives_count"]) == (
+        "30",
+        "10",
+        "3",
+    )
+    stop = threading.Event()
+    stop.set()
+    began = time.monotonic()
+    # A position the subscriber will not reach for a long while: only the stop ends the wait.
+    wait_for_subscriber(stack.settings, timeout_seconds=600, target_lsn="FFFF/0", stop=stop)
+    assert time.monotonic() - began < 5
+
+
+def test_a_loader_whose_epoch_was_superseded_writes_nothing(stack, tmp_path, monkeypatch):
+    own = own_warehouse(stack, tmp_path)
+    ensure_own_reference_rows(stack.settings)
+    assert service.drain(own.settings).caught_up
+    with publisher_transaction(stack.settings) as connection, connection.cursor() as cursor:
+        new_ids = insert_events(cursor, 100)
+        connection.commit()
+    wait_for_subscriber(stack.settings)
+    monkeypatch.setenv("PGTZ", "UTC")  # what service.run sets for chdb's pulls
+    loader = service.Loader(own.settings, Metrics())
+    try:
+        assert loader.attach()
+        before = raw.position(loader.client, "cinema_raw")
+        # The next loader attached (this one lost its lock without noticing yet).
+        raw.new_epoch(loader.client, "cinema_raw", "the next loader")
+        with pytest.raises(service.Fenced, match="fenced this one off; nothing more was written"):
+            loader.step(batching=False)
+        assert raw.position(loader.client, "cinema_raw") == before
+        landed = loader.client.query(f"SELECT count() FROM cinema_raw.viewing_events WHERE id IN {tuple(new_ids)}")
+        assert landed.result_rows == [(0,)]
+    finally:
+        loader.close()
+    assert service.drain(own.settings).caught_up
+    assert set(new_ids) <= set(loaded_event_ids(own.settings))
+    assert_exactly_once(own.settings)
+
+
+@pytest.mark.parametrize(
+    ("case", "message"),
+    [
+        ("watermark beyond the horizon", "is below the loader's watermark"),
+        ("records of an older loader", "loaded by an older loader that did not record which subscriber"),
+    ],
+)
+def test_what_the_loader_cannot_decide_stops_it_until_cinema_load_resync(stack, tmp_path, case, message):
+    own = own_warehouse(stack, tmp_path)
+    ensure_own_reference_rows(stack.settings)
+    with publisher_transaction(stack.settings) as connection, connection.cursor() as cursor:
+        insert_events(cursor, 10)
+        connection.commit()
+    own.cinema("load", "--until-caught-up")
+    with warehouse_client(own.settings) as client:
+        last = raw.position(client, "cinema_raw")
+        assert last is not None
+        fence = raw.Fence("cinema_raw", raw.current_epoch(client, "cinema_raw"))
+        if case == "watermark beyond the horizon":
+            position = replace(last, watermark=last.watermark + 10**9, sequence=last.sequence + 1)
+        else:
+            position = replace(last, sequence=last.sequence + 1, subscriber=source.Identity(0, 0, 0))
+        raw.record_batch(client, fence, raw.BatchRecord(from_xid=last.watermark, position=position))
+
+    stopped = own.cinema("load", "--until-caught-up", check=False)
+
+    assert stopped.returncode == 1
+    assert "Traceback" not in stopped.stderr
+    (line,) = [line for line in stopped.stderr.splitlines() if line.startswith("Error: ")]
+    assert message in line
+    assert "un `cinema load --resync`" in line
+    resynced = own.cinema("load", "--resync")
+    assert "re-baselined cinema_raw on the subscriber as it is now" in resynced.stdout
+    own.cinema("load", "--until-caught-up")
+    assert_exactly_once(own.settings)

@@ -8,7 +8,7 @@ import psycopg2
 import pytest
 
 from cinema import db
-from cinema import stack as embedded
+from cinema.names import SUBSCRIPTION
 from cinema.replication import wait_for_subscriber
 
 pytestmark = pytest.mark.integration
@@ -40,7 +40,7 @@ def test_subscription_is_streaming_with_the_stated_options(stack):
     with db.closing(db.admin(stack.settings, "subscriber")) as connection, connection.cursor() as cursor:
         cursor.execute(
             "SELECT substream, subbinary FROM pg_subscription WHERE subname = %s",
-            (embedded.SUBSCRIPTION,),
+            (SUBSCRIPTION,),
         )
         assert cursor.fetchone() == ("p", True)
     status = json.loads(stack.cinema("stack", "status", "--json").stdout)

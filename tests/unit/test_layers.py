@@ -49,6 +49,7 @@ LAYERS = (
     ("cinema.cli", TOP),
     ("cinema.orchestrate", TOP),
     ("cinema.reconcile", TOP),
+    ("cinema.status", TOP),
     ("cinema.airflow_standalone", TOP),
     ("dags", TOP),
 )

@@ -27,6 +27,7 @@ from loader.schema import (
     RAW_TABLES,
     VIEWING_EVENTS,
     raw_schema_ddl,
+    upgrade_ddl,
 )
 from tests.unit.clickhouse_parser import clickhouse_errors, syntax_errors
 
@@ -73,6 +74,7 @@ def test_on_a_cluster_every_statement_runs_on_every_node_and_the_tables_keep_the
         "`cinema_raw`.`viewing_events`",
         "`cinema_raw`.`_loader_batches`",
         "`cinema_raw`.`_quarantine`",
+        "`cinema_raw`.`_loader_epochs`",
     ]
 
 
@@ -138,10 +140,21 @@ def test_recovery_deletes_through_the_shards_local_tables_on_a_cluster():
 
 
 def test_recovery_stops_the_loaders_statements_on_every_node_of_a_cluster():
-    assert raw.kill_statement() == "KILL QUERY WHERE startsWith(query_id, 'cinema-loader-') SYNC"
-    assert raw.kill_statement(CLUSTER) == (
-        "KILL QUERY ON CLUSTER 'cinema' WHERE startsWith(initial_query_id, 'cinema-loader-') SYNC"
+    assert raw.kill_statement("cinema_raw") == (
+        r"KILL QUERY WHERE match(query_id, '^cinema\\-loader\\-cinema_raw\\-[0-9a-f]{12}-') SYNC"
     )
+    assert raw.kill_statement("cinema_raw", CLUSTER).startswith(
+        "KILL QUERY ON CLUSTER 'cinema' WHERE match(initial_query_id, "
+    )
+
+
+def test_recovery_stops_only_the_statements_of_its_own_raw_database():
+    own = raw._write_id(raw.Fence("cinema_raw", 1), "viewing_events-1-2")
+    other = raw._write_id(raw.Fence("cinema_raw-2", 1), "viewing_events-1-2")
+    pattern = raw.query_id_pattern("cinema_raw")
+    query = f"SELECT match('{own}', '{pattern}') AND NOT match('{other}', '{pattern}') AS ok, throwIf(NOT ok)"
+    assert own.startswith("cinema-loader-cinema_raw-")
+    assert clickhouse_errors([query.replace("\\", "\\\\")]) == {}
 
 
 def test_one_loader_per_raw_database_holds_across_a_clusters_nodes():
@@ -156,8 +169,10 @@ def test_clickhouse_parses_every_schema_and_recovery_statement():
         *raw_schema_ddl("cinema_raw"),
         *raw_schema_ddl("cinema_raw", CLUSTER),
         *(raw.delete_statement("cinema_raw", table, 7, cluster) for table in tables for cluster in ("", CLUSTER)),
-        raw.kill_statement(),
-        raw.kill_statement(CLUSTER),
+        raw.kill_statement("cinema_raw"),
+        raw.kill_statement("cinema_raw", CLUSTER),
+        *upgrade_ddl("cinema_raw"),
+        *upgrade_ddl("cinema_raw", CLUSTER),
     ]
     broken = "CREATE TABLE t ON CLUSTER 'c' (a Int32 ENGINE = MergeTree ORDER BY a"
 

@@ -59,11 +59,31 @@ def test_healthy_only_while_the_loop_makes_progress(monkeypatch):
     metrics.state("retrying")
     assert metrics.health()[0] is False
     metrics.progress(watermark=2, lag_rows=0, complete_as_of=None)
-    later = time.monotonic() + loader_metrics.STALL_SECONDS + 1
+    later = time.monotonic() + loader_metrics.SILENCE_SECONDS + 1
     monkeypatch.setattr(loader_metrics.time, "monotonic", lambda: later)
     healthy, report = metrics.health()
     assert not healthy
-    assert report["seconds_since_progress"] > loader_metrics.STALL_SECONDS
+    assert report["seconds_since_progress"] > loader_metrics.SILENCE_SECONDS
+
+
+def test_a_pinned_xmin_is_a_stall_once_it_lasts_the_threshold():
+    metrics = Metrics(stall_seconds=5)
+    metrics.progress(watermark=7, lag_rows=300, complete_as_of=None)
+    metrics.stalled(4.0, 4321, "held by subscriber backend 4321")
+    assert metrics.health()[0] is True
+    assert "cinema_loader_stall_seconds 4.0" in metrics.render().splitlines()
+    metrics.stalled(6.0, 4321, "held by subscriber backend 4321")
+    healthy, report = metrics.health()
+    assert not healthy
+    assert report["status"] == "stalled"
+    assert report["blocking_pid"] == 4321
+    assert report["stall"] == "held by subscriber backend 4321"
+    lines = metrics.render().splitlines()
+    assert "cinema_loader_stall_blocking_pid 4321" in lines
+    assert "cinema_loader_up 0" in lines
+    metrics.stalled(0.0, None, "")
+    assert metrics.health()[0] is True
+    assert "cinema_loader_stall_blocking_pid 0" in metrics.render().splitlines()
 
 
 @pytest.fixture

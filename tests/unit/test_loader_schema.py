@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from loader.schema import MOVIES, RAW_TABLES, USERS, VIEWING_EVENTS, bookkeeping_ddl
+from loader.schema import MOVIES, RAW_TABLES, USERS, VIEWING_EVENTS, bookkeeping_ddl, upgrade_ddl
 from loader.source import valid
 
 
@@ -34,11 +34,20 @@ def test_reference_tables_keep_the_newest_version_by_xid():
     assert VIEWING_EVENTS.append_only
 
 
-def test_the_watermark_table_is_ordered_by_watermark():
-    batches, quarantine = bookkeeping_ddl("raw")
+def test_the_watermark_table_binds_each_record_to_the_subscriber_and_the_fence():
+    batches, quarantine, epochs = bookkeeping_ddl("raw")
     assert "`raw`.`_loader_batches`" in batches
     assert batches.endswith("ORDER BY watermark")
+    for column in ("sequence UInt64", "dedup_until UInt64", "system_identifier Int64", "epoch UInt64"):
+        assert column in batches
     assert "row_json String" in quarantine
+    assert "`raw`.`_loader_epochs`" in epochs
+
+
+def test_an_older_watermark_table_gets_the_new_columns_and_nothing_else():
+    (statement,) = upgrade_ddl("raw")
+    assert statement.startswith("ALTER TABLE `raw`.`_loader_batches` ADD COLUMN IF NOT EXISTS sequence UInt64")
+    assert statement.count("ADD COLUMN IF NOT EXISTS") == 8
 
 
 def test_a_row_is_loadable_only_with_every_timestamp_inside_datetime64s_range():

@@ -89,4 +89,4 @@ def test_the_subscriber_password_never_reaches_a_log():
 def test_load_without_a_mode_is_a_usage_error():
     result = CliRunner().invoke(main, ["load"])
     assert result.exit_code == 2
-    assert "choose one of --follow, --until-caught-up or --check-health" in result.output
+    assert "choose one of --follow, --until-caught-up, --check-health or --resync" in result.output

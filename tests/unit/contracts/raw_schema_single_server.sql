@@ -40,7 +40,8 @@ CREATE TABLE IF NOT EXISTS `cinema_raw`.`viewing_events` (
     received_at DateTime64(6, 'UTC') CODEC(ZSTD(1)),
     _xid UInt64 CODEC(ZSTD(1)),
     _loaded_at DateTime64(6, 'UTC') DEFAULT now64(6) CODEC(ZSTD(1)),
-    INDEX _xid_minmax _xid TYPE minmax GRANULARITY 1
+    INDEX _xid_minmax _xid TYPE minmax GRANULARITY 1,
+    INDEX id_minmax id TYPE minmax GRANULARITY 1
 )
 ENGINE = MergeTree
 PARTITION BY toYYYYMM(event_time)
@@ -54,7 +55,15 @@ CREATE TABLE IF NOT EXISTS `cinema_raw`.`_loader_batches` (
     quarantined UInt64,
     started_at DateTime64(6, 'UTC'),
     visible_at DateTime64(6, 'UTC'),
-    loader String
+    loader String,
+    sequence UInt64,
+    kind LowCardinality(String),
+    dedup_until UInt64,
+    system_identifier Int64,
+    subscription_oid UInt64,
+    subscriber_started_micros Int64,
+    epoch UInt64,
+    max_xid UInt64
 )
 ENGINE = MergeTree
 ORDER BY watermark;
@@ -69,3 +78,11 @@ CREATE TABLE IF NOT EXISTS `cinema_raw`.`_quarantine` (
 )
 ENGINE = MergeTree
 ORDER BY (table_name, _xid, row_key);
+
+CREATE TABLE IF NOT EXISTS `cinema_raw`.`_loader_epochs` (
+    epoch UInt64,
+    loader String,
+    started_at DateTime64(6, 'UTC') DEFAULT now64(6)
+)
+ENGINE = MergeTree
+ORDER BY epoch;
