@@ -18,12 +18,11 @@ from dataclasses import dataclass
 from clickhouse_connect.driver.binding import format_str
 from clickhouse_connect.driver.client import Client
 
+from cinema.names import BATCHES_TABLE, QUARANTINE_TABLE
 from cinema.settings import Settings
 from loader.schema import (
-    BATCHES_TABLE,
     EPOCHS_TABLE,
     MOVIES,
-    QUARANTINE_TABLE,
     RAW_TABLES,
     TIMESTAMP_RANGE,
     USERS,

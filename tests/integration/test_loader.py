@@ -26,12 +26,13 @@ import pytest
 
 from cinema import db, sandbox
 from cinema import stack as embedded
+from cinema.names import QUARANTINE_TABLE
 from cinema.replication import wait_for_subscriber
 from cinema.settings import Settings
 from cinema.warehouse import warehouse_client
 from loader import raw, service, source
 from loader.metrics import Metrics
-from loader.schema import QUARANTINE_TABLE, RAW_TABLES, VIEWING_EVENTS, ensure_raw_schema
+from loader.schema import RAW_TABLES, VIEWING_EVENTS, ensure_raw_schema
 from tests.integration.conftest import CINEMA, RunningStack
 
 pytestmark = pytest.mark.integration

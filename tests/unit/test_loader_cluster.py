@@ -17,13 +17,12 @@ from pathlib import Path
 import pytest
 
 from cinema import sandbox
+from cinema.names import BATCHES_TABLE, QUARANTINE_TABLE
 from cinema.paths import DBT_PROJECT, PROJECT_ROOT
 from cinema.settings import load_settings
 from cinema.transform import dbt_environment
 from loader import raw
 from loader.schema import (
-    BATCHES_TABLE,
-    QUARANTINE_TABLE,
     RAW_TABLES,
     VIEWING_EVENTS,
     raw_schema_ddl,
