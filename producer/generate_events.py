@@ -153,17 +153,17 @@ def _pace(stream: Iterator[Row], writers: ChunkWriters, end_ms: int, chunk_size:
     pending: list[Row] = []
     number = 0
     upcoming = next(stream, None)
-    while upcoming is not None and upcoming[8] < end_ms:
+    while upcoming is not None and upcoming.received_ms < end_ms:
         now_ms = int(time.time() * 1000)
-        while upcoming is not None and upcoming[8] <= now_ms and len(pending) < chunk_size:
+        while upcoming is not None and upcoming.received_ms <= now_ms and len(pending) < chunk_size:
             pending.append(upcoming)
             upcoming = next(stream, None)
         if pending:
             writers.submit(Chunk(number, len(pending), copy_text(pending)))
             number += 1
             pending = []
-        if upcoming is not None and upcoming[8] > now_ms:
-            time.sleep(min(LIVE_FLUSH_SECONDS, (upcoming[8] - now_ms) / 1000))
+        if upcoming is not None and upcoming.received_ms > now_ms:
+            time.sleep(min(LIVE_FLUSH_SECONDS, (upcoming.received_ms - now_ms) / 1000))
 
 
 def _utc(value: datetime) -> datetime:
