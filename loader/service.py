@@ -24,7 +24,6 @@ import time
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field, replace
 
-import clickhouse_connect.driver.exceptions as clickhouse_errors
 import psycopg2
 from clickhouse_connect.driver.client import Client
 
@@ -34,6 +33,7 @@ from cinema.settings import Settings
 from cinema.warehouse import connect
 from loader import raw, source
 from loader.metrics import Metrics, scrape_watermark, serve
+from loader.retry import RETRY_BUDGET_SECONDS, Backoff, SubscriberChanged, is_transient
 from loader.schema import RAW_TABLES, VIEWING_EVENTS, ensure_raw_schema
 from loader.source import (
     REFERENCE_TABLES,
@@ -48,11 +48,6 @@ from loader.source import (
 
 log = logging.getLogger("loader")
 
-# Transient failures are retried with exponential backoff up to this delay, for as long
-# as they last within the budget; then the loader stops with the last error.
-RETRY_FIRST_DELAY_SECONDS = 0.5
-RETRY_MAX_DELAY_SECONDS = 30.0
-RETRY_BUDGET_SECONDS = 300.0
 # `--until-caught-up` gives up after this long (its --timeout): receiving what the
 # publisher committed, waiting for another loader or the service, and loading, together.
 CATCH_UP_TIMEOUT_SECONDS = 600.0
@@ -70,28 +65,6 @@ FLUSH_CHECK_SECONDS = 0.005
 # Below this many events per stream, another connection to the subscriber costs more than it saves.
 MIN_ROWS_PER_STREAM = 50_000
 
-# ClickHouse error codes worth retrying: the network, a restarting server or subscriber,
-# momentary overload. Everything else (bad SQL, rights, data it rejects) is fatal.
-TRANSIENT_CLICKHOUSE_CODES = frozenset(
-    {
-        3,  # UNEXPECTED_END_OF_FILE
-        32,  # ATTEMPT_TO_READ_AFTER_EOF
-        159,  # TIMEOUT_EXCEEDED
-        202,  # TOO_MANY_SIMULTANEOUS_QUERIES
-        209,  # SOCKET_TIMEOUT
-        210,  # NETWORK_ERROR
-        241,  # MEMORY_LIMIT_EXCEEDED
-        242,  # TABLE_IS_READ_ONLY
-        252,  # TOO_MANY_PARTS
-        319,  # UNKNOWN_STATUS_OF_INSERT
-        394,  # QUERY_WAS_CANCELLED
-        425,  # SYSTEM_ERROR
-        614,  # POSTGRESQL_CONNECTION_FAILURE
-        1000,  # POCO_EXCEPTION
-    }
-)
-PERMANENT_MARKERS = ("authentication failed", "does not exist", "permission denied", "not enough privileges")
-
 
 class LoaderError(RuntimeError):
     """The loader cannot go on; the message says why and what to do."""
@@ -101,28 +74,8 @@ class AnotherLoaderRunning(LoaderError):
     pass
 
 
-class SubscriberChanged(RuntimeError):
-    """The subscriber restarted, or its xid horizon fell below the watermark, under a
-    running loader: retried like a broken connection, and the next attach decides."""
-
-
 class Fenced(LoaderError):
     pass
-
-
-def is_transient(error: BaseException) -> bool:
-    message = str(error).lower()
-    if any(marker in message for marker in PERMANENT_MARKERS):
-        return False
-    if isinstance(error, psycopg2.OperationalError | psycopg2.InterfaceError | SubscriberChanged):
-        return True
-    if isinstance(error, clickhouse_errors.Error):
-        if error.code is None:
-            # No server code: the HTTP transport failed (refused, reset, timed out).
-            return isinstance(error, clickhouse_errors.OperationalError)
-        # A subscriber restarting under a running pull surfaces as libpqxx's broken_connection.
-        return error.code in TRANSIENT_CLICKHOUSE_CODES or (error.code == 1001 and "connection" in message)
-    return False
 
 
 @dataclass(frozen=True)
@@ -166,28 +119,6 @@ class Summary:
             f"loaded {self.total_rows} rows ({tables}) in {self.batches} batch(es), {self.seconds:.1f}s "
             f"({rate:,.0f} rows/s while loading); {self.quarantined} quarantined; watermark {self.watermark}"
         )
-
-
-class Backoff:
-    """Exponential delays with a cap, for as long as consecutive failures stay within the budget."""
-
-    def __init__(self) -> None:
-        self._failing_since: float | None = None
-        self._attempts = 0
-
-    def reset(self) -> None:
-        self._failing_since = None
-        self._attempts = 0
-
-    def next_delay(self) -> float | None:
-        now = time.monotonic()
-        if self._failing_since is None:
-            self._failing_since = now
-        if now - self._failing_since > RETRY_BUDGET_SECONDS:
-            return None
-        delay: float = min(RETRY_MAX_DELAY_SECONDS, RETRY_FIRST_DELAY_SECONDS * 2.0 ** min(self._attempts, 32))
-        self._attempts += 1
-        return delay
 
 
 @dataclass

@@ -8,9 +8,10 @@ import pytest
 from click.testing import CliRunner
 
 from cinema.cli import main
-from loader import service
+from loader import retry
 from loader.raw import PullSource
-from loader.service import Backoff, Batch, Summary, is_transient
+from loader.retry import Backoff, is_transient
+from loader.service import Batch, Summary
 
 
 @pytest.mark.parametrize(
@@ -50,7 +51,7 @@ def test_bad_credentials_bad_sql_and_bugs_are_fatal(error):
 
 def test_backoff_doubles_up_to_a_cap_and_gives_up_after_the_budget(monkeypatch):
     clock = [1000.0]
-    monkeypatch.setattr(service.time, "monotonic", lambda: clock[0])
+    monkeypatch.setattr(retry.time, "monotonic", lambda: clock[0])
     backoff = Backoff()
     delays = []
     for _ in range(9):
@@ -59,7 +60,7 @@ def test_backoff_doubles_up_to_a_cap_and_gives_up_after_the_budget(monkeypatch):
         delays.append(delay)
         clock[0] += delay
     assert delays == [0.5, 1, 2, 4, 8, 16, 30, 30, 30]
-    clock[0] += service.RETRY_BUDGET_SECONDS
+    clock[0] += retry.RETRY_BUDGET_SECONDS
     assert backoff.next_delay() is None
     backoff.reset()
     assert backoff.next_delay() == 0.5
