@@ -2,27 +2,13 @@
 
 from __future__ import annotations
 
-import signal
 import sys
-import threading
 
 import click
 
 from cinema.replication import ReplicationTimeout, SubscriptionMissing
+from cinema.signals import stop_on_signals
 from cinema.warehouse import WarehouseBusy
-
-
-def _stop_on_signals() -> threading.Event:
-    """SIGTERM (docker stop) and SIGINT end the loop after the current batch."""
-    stop = threading.Event()
-
-    def request_stop(signum: int, _frame: object) -> None:
-        click.echo(f"{signal.Signals(signum).name}: finishing the current batch", err=True)
-        stop.set()
-
-    signal.signal(signal.SIGTERM, request_stop)
-    signal.signal(signal.SIGINT, request_stop)
-    return stop
 
 
 @click.command(
@@ -77,19 +63,19 @@ def load(mode: str | None, timeout: float, wait_for_publisher: bool) -> None:
         healthy, report = probe(settings)
         click.echo(report)
         sys.exit(0 if healthy else 1)
-    stop = _stop_on_signals()
     try:
-        if mode == "follow":
-            summary = follow(settings, stop)
-        elif mode == "resync":
-            summary = resync(settings)
-            click.echo(
-                f"re-baselined {settings.warehouse.raw_database} on the subscriber as it is now: the next load "
-                f"re-loads from transaction {summary.watermark} by event id, skipping what is loaded"
-            )
-            return
-        else:
-            summary = drain(settings, stop=stop, wait_for_publisher=wait_for_publisher, timeout_seconds=timeout)
+        with stop_on_signals("finishing the current batch") as stop:
+            if mode == "follow":
+                summary = follow(settings, stop)
+            elif mode == "resync":
+                summary = resync(settings)
+                click.echo(
+                    f"re-baselined {settings.warehouse.raw_database} on the subscriber as it is now: the next load "
+                    f"re-loads from transaction {summary.watermark} by event id, skipping what is loaded"
+                )
+                return
+            else:
+                summary = drain(settings, stop=stop, wait_for_publisher=wait_for_publisher, timeout_seconds=timeout)
     except (LoaderError, WarehouseBusy, ReplicationTimeout, SubscriptionMissing) as error:
         raise click.ClickException(str(error)) from error
     click.echo(summary.describe())

@@ -36,6 +36,7 @@ LAYERS = (
     ("cinema.replication", GROUND),
     ("cinema.envfile", GROUND),
     ("cinema.console", GROUND),
+    ("cinema.signals", GROUND),
     ("cinema.sandbox", GROUND),
     # Stages: each reads and writes one part of the pipeline.
     ("producer", "producer"),
