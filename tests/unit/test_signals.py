@@ -20,14 +20,19 @@ def test_the_first_signal_sets_the_event_and_is_reported_outside_the_handler(cap
     assert signal.getsignal(signal.SIGTERM) is before
 
 
-def test_a_second_signal_stops_at_once():
-    before = signal.getsignal(signal.SIGINT)
-    with pytest.raises(KeyboardInterrupt), stop_on_signals("finishing the current batch") as stop:
+def _signal_twice() -> None:
+    with stop_on_signals("finishing the current batch") as stop:
         os.kill(os.getpid(), signal.SIGINT)
         assert stop.wait(5)
         # Python runs the handler right after os.kill returns, before the next line.
         os.kill(os.getpid(), signal.SIGINT)
         pytest.fail("the second SIGINT did not stop the program")
+
+
+def test_a_second_signal_stops_at_once():
+    before = signal.getsignal(signal.SIGINT)
+    with pytest.raises(KeyboardInterrupt):
+        _signal_twice()
     assert signal.getsignal(signal.SIGINT) is before
 
 
