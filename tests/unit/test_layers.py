@@ -10,6 +10,7 @@ is left out: run as a script, a module is the top of its own program.
 from __future__ import annotations
 
 import ast
+import re
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -159,6 +160,39 @@ def test_every_lazy_command_is_a_module_of_the_layers() -> None:
     lazy = {module for module, _ in _lazy_commands(ast.parse(cli.read_text(encoding="utf-8")))}
     assert {"producer.generate_events", "loader.__main__", "cinema.report.command"} <= lazy
     assert lazy <= known
+
+
+def readme_map() -> dict[str, str]:
+    """The README's "Where things live" table: each module or package it names, and its layer."""
+    readme = (PROJECT / "README.md").read_text(encoding="utf-8")
+    section = readme.split("### Where things live", 1)[1].split("\n#", 1)[0]
+    named = {}
+    for row in (line for line in section.splitlines() if line.startswith("| `")):
+        where, layer = row.strip("|").split("|")[:2]
+        folder = ""
+        for token in re.findall(r"`([^`]+)`", where):
+            if "/" in token:
+                folder = token.rstrip("/").removesuffix(".py").replace("/", ".")
+                name = folder
+            else:
+                name = f"{folder}.{token}"
+            named[name] = layer.split(":")[0].strip()
+    return named
+
+
+def test_the_readme_map_names_every_layer_as_the_test_does() -> None:
+    named = readme_map()
+    known = {
+        *PACKAGES,
+        *(module_name(PROJECT, path) for package in PACKAGES for path in (PROJECT / package).rglob("*.py")),
+    }
+    in_packages = {name: layer for name, layer in named.items() if name in known}
+    # dbt_project/ is the dbt stage's SQL: no Python module.
+    assert set(named) - set(in_packages) == {"dbt_project"}
+    assert {name for name, _ in LAYERS} <= set(in_packages)
+    for name, layer in in_packages.items():
+        ours = layer_of(name)
+        assert layer == (ours if ours in (GROUND, TOP) else "stage"), name
 
 
 def _tree(root: Path, files: dict[str, str]) -> Path:
