@@ -1,0 +1,172 @@
+"""`cinema live` for real: producer, loader and refresh loop on the embedded stack.
+
+One short live run (a 4-second cadence instead of a minute) stopped by SIGTERM, then a
+second one resuming the same stream; then the checks: events arrived, the marts
+advanced on the cadence, nothing was left running, nothing was written or loaded
+twice, and the incrementally refreshed marts equal a full refresh of the same rows.
+"""
+
+from __future__ import annotations
+
+import math
+import signal
+import subprocess
+import time
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from cinema import db
+from cinema.live import MARTS
+from cinema.paths import executable
+from cinema.warehouse import lock_holder, warehouse_client
+
+pytestmark = pytest.mark.integration
+
+CADENCE_SECONDS = 4.0
+RATE = 400
+SEED = 151515
+MART_TABLES = (
+    "viewing_sessions",
+    "daily_viewing",
+    "movie_performance",
+    "movie_dropoff",
+    "viewing_heatmap",
+    "device_country_breakdown",
+    "now_watching",
+)
+
+
+@dataclass(frozen=True)
+class LiveRun:
+    stack: Any
+    began: datetime
+    outputs: list[str]
+    exit_codes: list[int]
+
+
+def _producer_processes() -> list[str]:
+    """Command lines of any `cinema generate --service` of this test's seed still running."""
+    found = []
+    for cmdline in Path("/proc").glob("[0-9]*/cmdline"):
+        try:
+            arguments = cmdline.read_bytes().split(b"\0")
+        except OSError:
+            continue
+        if b"--service" in arguments and str(SEED).encode() in arguments:
+            found.append(b" ".join(arguments).decode())
+    return found
+
+
+def _run_and_terminate(own: Any, seconds: float) -> tuple[int, str]:
+    process = subprocess.Popen(
+        [executable("cinema"), "live", "--rate", str(RATE), "--seed", str(SEED), "--users", "300"],
+        env={**own.env, "MARTS_REFRESH_SECONDS": str(CADENCE_SECONDS)},
+        cwd=own.workdir,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+    )
+    time.sleep(seconds)
+    process.send_signal(signal.SIGTERM)
+    output, _ = process.communicate(timeout=120)
+    return process.returncode, output
+
+
+@pytest.fixture(scope="module")
+def live_run(stack, tmp_path_factory):
+    own = stack.with_warehouse(tmp_path_factory.mktemp("live") / "warehouse")
+    began = datetime.now(UTC)
+    first = _run_and_terminate(own, 30)
+    second = _run_and_terminate(own, 12)
+    return LiveRun(own, began, [first[1], second[1]], [first[0], second[0]])
+
+
+def test_sigterm_stops_everything_cleanly(live_run):
+    assert live_run.exit_codes == [0, 0], live_run.outputs
+    assert _producer_processes() == []
+    # The warehouse is free again: another process can open it at once.
+    assert lock_holder(live_run.stack.settings.warehouse) in ("nobody", "an unknown process")
+    with warehouse_client(live_run.stack.settings, lock_timeout_seconds=5) as client:
+        assert client.query("SELECT 1").result_rows == [(1,)]
+
+
+def test_events_arrive_and_the_marts_advance_within_the_cadence(live_run):
+    with warehouse_client(live_run.stack.settings) as client:
+        refreshes = client.query(
+            f"SELECT watermark, toFloat64(started_at), toFloat64(finished_at), succeeded FROM {MARTS}._mart_refreshes "
+            "ORDER BY started_at"
+        ).result_rows
+        events = client.query("SELECT count() FROM cinema_raw.viewing_events").result_rows[0][0]
+        as_of = client.query(f"SELECT max(as_of) FROM {MARTS}.viewing_sessions").result_rows[0][0]
+        newest_below_last_refresh = client.query(
+            "SELECT max(received_at) FROM cinema_raw.viewing_events WHERE _xid < {watermark:UInt64}",
+            parameters={"watermark": refreshes[-1][0]},
+        ).result_rows[0][0]
+    assert events > RATE * 10
+    assert len(refreshes) >= 5
+    assert all(succeeded for *_, succeeded in refreshes)
+    watermarks = [watermark for watermark, *_ in refreshes]
+    assert watermarks == sorted(watermarks)
+    assert watermarks[-1] > watermarks[0]
+    # Within one run, a refresh starts a cadence after the previous one started, or at
+    # once when that one took longer (the second run's first refresh starts afresh).
+    for (_, started, _, _), (_, next_started, _, _), previous_seconds in zip(
+        refreshes, refreshes[1:], [finished - started for _, started, finished, _ in refreshes], strict=False
+    ):
+        gap = next_started - started
+        assert gap <= max(CADENCE_SECONDS, previous_seconds) + 1.5 or gap > 5 * CADENCE_SECONDS
+    assert as_of.replace(tzinfo=UTC) >= newest_below_last_refresh.replace(tzinfo=UTC)
+
+
+def test_nothing_is_written_or_loaded_twice(live_run):
+    own = live_run.stack
+    with db.closing(db.admin(own.settings, "publisher")) as connection, connection.cursor() as cursor:
+        cursor.execute(
+            "SELECT count(*), count(DISTINCT event_id) FROM viewing_events WHERE received_at >= %s", (live_run.began,)
+        )
+        written, distinct = cursor.fetchone()
+        cursor.execute(
+            "SELECT count(DISTINCT run_key), sum(events) FROM producer_batches WHERE run_key LIKE 'live-service-%%' "
+            "AND written_at >= %s",
+            (live_run.began,),
+        )
+        runs, ledger_events = cursor.fetchone()
+    # The second run resumed the first one's stream (one run key) and skipped its chunks.
+    assert runs == 1
+    assert written == distinct == ledger_events
+    assert written > 0
+    own.cinema("load", "--until-caught-up")
+    with warehouse_client(own.settings) as client:
+        loaded, ids = client.query("SELECT count(), uniqExact(id) FROM cinema_raw.viewing_events").result_rows[0]
+    assert loaded == ids == db.count_events(own.settings, "publisher")
+
+
+def _marts(own: Any) -> dict[str, list[tuple[Any, ...]]]:
+    def rounded(value: Any) -> Any:
+        return round(value, 6) if isinstance(value, float) and math.isfinite(value) else value
+
+    with warehouse_client(own.settings) as client:
+        return {
+            table: [
+                tuple(rounded(value) for value in row)
+                for row in client.query(f"SELECT * EXCEPT as_of FROM {MARTS}.{table} ORDER BY ALL").result_rows
+            ]
+            for table in MART_TABLES
+        }
+
+
+def test_incremental_refresh_equals_a_full_refresh_after_a_live_run(live_run):
+    own = live_run.stack
+    own.cinema("load", "--until-caught-up")
+    own.cinema("live", "--refresh-once")
+    incremental = _marts(own)
+    own.cinema("dbt", "--quiet", "run", "--full-refresh")
+    full = _marts(own)
+    assert incremental["viewing_sessions"]
+    assert any(viewers for _, viewers, *_ in incremental["now_watching"])
+    for table in MART_TABLES:
+        assert incremental[table] == full[table], table
