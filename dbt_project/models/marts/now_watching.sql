@@ -20,7 +20,7 @@ minutes as (
 
     select horizon.first_minute + toIntervalMinute(minute_offsets.number) as minute
     from horizon
-    cross join numbers({{ var('now_watching_hours') * 60 + 1 }}) as minute_offsets
+    cross join numbers({{ var('now_watching_hours') | int * 60 + 1 }}) as minute_offsets
 
 ),
 
@@ -73,10 +73,11 @@ sessions_by_minute as (
         count() as sessions_in_progress
 
     from recent_sessions
-    array join range(
-        intDiv(toUnixTimestamp(started_at), 60),
-        intDiv(toUnixTimestamp(ended_at), 60) + 1
-    ) as session_minute
+    array join
+        range(
+            intDiv(toUnixTimestamp(started_at), 60),
+            intDiv(toUnixTimestamp(ended_at), 60) + 1
+        ) as session_minute
     group by minute
 
 ),
@@ -95,4 +96,6 @@ final as (
 
 )
 
-select *, {{ marts_as_of() }} as as_of from final
+select
+    *, {{ marts_as_of() }} as as_of
+from final
