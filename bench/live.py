@@ -36,6 +36,7 @@ from cinema.warehouse import warehouse_client
 from loader import source
 from loader.metrics import probe, scrape_watermark
 from loader.schema import table_ref
+from producer.service import WINDOW_MS
 
 CINEMA = executable("cinema")
 SEED = 818181
@@ -44,7 +45,11 @@ ACHIEVED_SHARE = 0.9
 # The capacity producer's sessions heartbeat every 5 s, so its pool of viewers fills
 # (and its rate is reached) within 5 s of starting.
 CAPACITY_HEARTBEAT_SECONDS = 5
-RAMP_SECONDS = CAPACITY_HEARTBEAT_SECONDS + 3.0
+RAMP_SECONDS = CAPACITY_HEARTBEAT_SECONDS + 1.0
+# A producer more than this behind the clock is still filling its pool of viewers ...
+PRODUCER_CURRENT_SECONDS = 1.0
+# ... and one that has not caught up after this long cannot offer the rate (its step fails).
+RAMP_TIMEOUT_SECONDS = 60.0
 # A loader this far behind during a step has clearly lost the stream: no higher step is tried.
 HOPELESS_LAG_SECONDS = 10.0
 
@@ -125,7 +130,24 @@ class Step:
     worst_lag_seconds: float
 
 
+def _producer_behind_seconds(settings: Settings, since: float) -> float | None:
+    """How far behind the clock the newest window the producer started after `since` has
+    committed is (its run key ends in the stream's anchor; chunk n ends 100 ms after n-1)."""
+    with db.closing(db.admin(settings, "publisher")) as connection, connection.cursor() as cursor:
+        cursor.execute(
+            "SELECT run_key, max(chunk_no) FROM producer_batches WHERE run_key LIKE 'live-service-%%' "
+            "AND written_at >= to_timestamp(%s) GROUP BY run_key ORDER BY max(written_at) DESC LIMIT 1",
+            (since,),
+        )
+        row = cursor.fetchone()
+    if row is None:
+        return None
+    anchor_ms = int(row[0].rsplit("-", 1)[1])
+    return time.time() - (anchor_ms + (int(row[1]) + 1) * WINDOW_MS) / 1000
+
+
 def _step(environment: dict[str, str], probed: Settings, rate: float, hold_seconds: float, workdir: Path) -> Step:
+    started = time.time()
     producer = subprocess.Popen(
         [
             *(CINEMA, "generate", "--service", "--rate", str(rate), "--seed", str(SEED + int(rate))),
@@ -138,7 +160,13 @@ def _step(environment: dict[str, str], probed: Settings, rate: float, hold_secon
     )
     worst_lag = 0.0
     try:
-        time.sleep(RAMP_SECONDS)
+        # The hold begins once the producer writes each window as it passes: the rate is then offered.
+        deadline = started + RAMP_TIMEOUT_SECONDS
+        while time.time() < deadline:
+            time.sleep(0.5)
+            behind = _producer_behind_seconds(probed, started)
+            if behind is not None and behind < PRODUCER_CURRENT_SECONDS and time.time() > started + RAMP_SECONDS:
+                break
         hold_from = time.time()
         while time.time() < hold_from + hold_seconds:
             time.sleep(0.5)
