@@ -102,6 +102,8 @@ def mart_freshness(settings: Settings, rate: float, seconds: float) -> dict[str,
     )
     if not freshness["events"]:
         raise RuntimeError(f"no event reached the marts in {seconds:.0f}s: the run must outlast a refresh cadence")
+    # Raw freshness in the same run: what sharing the process with dbt costs the loader.
+    raw = _quantiles(own, _raw_latency_sql(f"_xid >= {live_from}"))
     with warehouse_client(own) as client:
         refreshes, mean_seconds, longest = client.query(
             "SELECT count(), avg(dateDiff('microsecond', started_at, finished_at)) / 1e6, "
@@ -116,6 +118,9 @@ def mart_freshness(settings: Settings, rate: float, seconds: float) -> dict[str,
         "mart_freshness_p95_seconds": freshness["p95_seconds"],
         "mart_freshness_p99_seconds": freshness["p99_seconds"],
         "mart_freshness_max_seconds": freshness["max_seconds"],
+        "raw_freshness_p50_seconds": raw["p50_seconds"],
+        "raw_freshness_p99_seconds": raw["p99_seconds"],
+        "raw_freshness_max_seconds": raw["max_seconds"],
         "refreshes": float(refreshes),
         "refresh_mean_seconds": float(mean_seconds),
         "refresh_max_seconds": float(longest),
@@ -180,19 +185,23 @@ def _step(environment: dict[str, str], probed: Settings, rate: float, hold_secon
     return Step(rate, hold_from, hold_until, worst_lag)
 
 
-def _step_figures(settings: Settings, step: Step) -> dict[str, float]:
+def _raw_latency_sql(condition: str) -> str:
+    """Per event matching `condition`: publisher insert until its loader batch was visible."""
     events = table_ref(RAW, "viewing_events")
     batches = table_ref(RAW, "_loader_batches")
+    return (
+        "SELECT dateDiff('microsecond', e.received_at, b.visible_at) / 1e6 AS latency FROM"
+        f" (SELECT 0 AS k, _xid, received_at FROM {events} WHERE {condition}) e"
+        f" ASOF JOIN (SELECT 0 AS k, watermark, visible_at FROM {batches}) b ON e.k = b.k AND e._xid < b.watermark"
+    )
+
+
+def _step_figures(settings: Settings, step: Step) -> dict[str, float]:
     window = (
         f"received_at >= fromUnixTimestamp64Micro({int(step.hold_from * 1e6)}, 'UTC') "
         f"AND received_at < fromUnixTimestamp64Micro({int(step.hold_until * 1e6)}, 'UTC')"
     )
-    freshness = _quantiles(
-        settings,
-        "SELECT dateDiff('microsecond', e.received_at, b.visible_at) / 1e6 AS latency FROM"
-        f" (SELECT 0 AS k, _xid, received_at FROM {events} WHERE {window}) e"
-        f" ASOF JOIN (SELECT 0 AS k, watermark, visible_at FROM {batches}) b ON e.k = b.k AND e._xid < b.watermark",
-    )
+    freshness = _quantiles(settings, _raw_latency_sql(window))
     achieved = freshness["events"] / (step.hold_until - step.hold_from)
     sustained = (
         freshness["events"] > 0
