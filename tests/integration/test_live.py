@@ -170,3 +170,26 @@ def test_incremental_refresh_equals_a_full_refresh_after_a_live_run(live_run):
     assert any(viewers for _, viewers, *_ in incremental["now_watching"])
     for table in MART_TABLES:
         assert incremental[table] == full[table], table
+
+
+def test_a_killed_live_run_leaves_no_producer_behind(stack, tmp_path_factory):
+    own = stack.with_warehouse(tmp_path_factory.mktemp("live-killed") / "warehouse")
+    process = subprocess.Popen(
+        [executable("cinema"), "live", "--rate", "100", "--seed", str(SEED), "--users", "50"],
+        env=own.env,
+        cwd=own.workdir,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    try:
+        deadline = time.monotonic() + 60
+        while not _producer_processes() and time.monotonic() < deadline:
+            time.sleep(0.2)
+        assert _producer_processes(), "the producer never started"
+    finally:
+        process.kill()
+        process.wait()
+    deadline = time.monotonic() + 15
+    while _producer_processes() and time.monotonic() < deadline:
+        time.sleep(0.2)
+    assert _producer_processes() == []
