@@ -36,12 +36,12 @@ import click
 from clickhouse_connect.driver.client import Client
 
 from cinema.paths import executable
+from cinema.report import MARTS_DATABASE
 from cinema.settings import Settings
 
 log = logging.getLogger("cinema.live")
 
-MARTS = "cinema_marts"
-REFRESHES = f"{MARTS}._mart_refreshes"
+REFRESHES = f"{MARTS_DATABASE}._mart_refreshes"
 # After the first refresh (seeds, views, every model), only what new events change.
 INCREMENTAL_SELECTION = "int_viewing_events_sessionized+"
 STATUS_SECONDS = 1.0
@@ -69,7 +69,7 @@ class Refresh:
 
 
 def ensure_refresh_log(client: Client) -> None:
-    client.command(f"CREATE DATABASE IF NOT EXISTS {MARTS}")
+    client.command(f"CREATE DATABASE IF NOT EXISTS {MARTS_DATABASE}")
     client.command(
         f"CREATE TABLE IF NOT EXISTS {REFRESHES} (watermark UInt64, started_at DateTime64(6, 'UTC'), "
         "finished_at DateTime64(6, 'UTC'), succeeded Bool) ENGINE = MergeTree ORDER BY finished_at"
@@ -104,11 +104,11 @@ def refresh_marts(settings: Settings, client: Client, watermark: int, *, first: 
 def marts_as_of(client: Client) -> datetime | None:
     """The as-of time of the viewing_sessions mart, None before its first build."""
     exists = client.query(
-        f"SELECT count() FROM system.tables WHERE database = '{MARTS}' AND name = 'viewing_sessions'"
+        f"SELECT count() FROM system.tables WHERE database = '{MARTS_DATABASE}' AND name = 'viewing_sessions'"
     ).result_rows[0][0]
     if not exists:
         return None
-    value = client.query(f"SELECT max(as_of) FROM {MARTS}.viewing_sessions").result_rows[0][0]
+    value = client.query(f"SELECT max(as_of) FROM {MARTS_DATABASE}.viewing_sessions").result_rows[0][0]
     return value.replace(tzinfo=UTC) if isinstance(value, datetime) and value.year > 1970 else None
 
 

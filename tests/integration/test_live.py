@@ -20,8 +20,10 @@ from typing import Any
 import pytest
 
 from cinema import db
-from cinema.live import MARTS
+from cinema.live import REFRESHES
 from cinema.paths import executable
+from cinema.report import MARTS as MARTS_BUILT
+from cinema.report import MARTS_DATABASE
 from cinema.warehouse import lock_holder, warehouse_client
 
 pytestmark = pytest.mark.integration
@@ -29,15 +31,6 @@ pytestmark = pytest.mark.integration
 CADENCE_SECONDS = 4.0
 RATE = 400
 SEED = 151515
-MART_TABLES = (
-    "viewing_sessions",
-    "daily_viewing",
-    "movie_performance",
-    "movie_dropoff",
-    "viewing_heatmap",
-    "device_country_breakdown",
-    "now_watching",
-)
 
 
 @dataclass(frozen=True)
@@ -97,11 +90,12 @@ def test_sigterm_stops_everything_cleanly(live_run):
 def test_events_arrive_and_the_marts_advance_within_the_cadence(live_run):
     with warehouse_client(live_run.stack.settings) as client:
         refreshes = client.query(
-            f"SELECT watermark, toFloat64(started_at), toFloat64(finished_at), succeeded FROM {MARTS}._mart_refreshes "
+            "SELECT watermark, toFloat64(started_at), toFloat64(finished_at), succeeded "
+            f"FROM {REFRESHES} "
             "ORDER BY started_at"
         ).result_rows
         events = client.query("SELECT count() FROM cinema_raw.viewing_events").result_rows[0][0]
-        as_of = client.query(f"SELECT max(as_of) FROM {MARTS}.viewing_sessions").result_rows[0][0]
+        as_of = client.query(f"SELECT max(as_of) FROM {MARTS_DATABASE}.viewing_sessions").result_rows[0][0]
         newest_below_last_refresh = client.query(
             "SELECT max(received_at) FROM cinema_raw.viewing_events WHERE _xid < {watermark:UInt64}",
             parameters={"watermark": refreshes[-1][0]},
@@ -153,9 +147,9 @@ def _marts(own: Any) -> dict[str, list[tuple[Any, ...]]]:
         return {
             table: [
                 tuple(rounded(value) for value in row)
-                for row in client.query(f"SELECT * EXCEPT as_of FROM {MARTS}.{table} ORDER BY ALL").result_rows
+                for row in client.query(f"SELECT * EXCEPT as_of FROM {MARTS_DATABASE}.{table} ORDER BY ALL").result_rows
             ]
-            for table in MART_TABLES
+            for table in MARTS_BUILT
         }
 
 
@@ -168,7 +162,7 @@ def test_incremental_refresh_equals_a_full_refresh_after_a_live_run(live_run):
     full = _marts(own)
     assert incremental["viewing_sessions"]
     assert any(viewers for _, viewers, *_ in incremental["now_watching"])
-    for table in MART_TABLES:
+    for table in MARTS_BUILT:
         assert incremental[table] == full[table], table
 
 

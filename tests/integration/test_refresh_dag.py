@@ -7,7 +7,8 @@ import subprocess
 import pytest
 
 from cinema import orchestrate
-from cinema.live import MARTS
+from cinema.live import REFRESHES
+from cinema.report import MARTS_DATABASE
 from cinema.warehouse import warehouse_client
 
 pytestmark = pytest.mark.integration
@@ -52,9 +53,9 @@ def test_the_marts_hold_every_loaded_event_as_of_the_newest(refreshed):
             "FROM cinema_raw.viewing_events"
         ).result_rows[0]
         mart_events, as_of = client.query(
-            f"SELECT sum(events + duplicate_deliveries), max(as_of) FROM {MARTS}.viewing_sessions"
+            f"SELECT sum(events + duplicate_deliveries), max(as_of) FROM {MARTS_DATABASE}.viewing_sessions"
         ).result_rows[0]
-        refreshes = client.query(f"SELECT watermark, succeeded FROM {MARTS}._mart_refreshes").result_rows
+        refreshes = client.query(f"SELECT watermark, succeeded FROM {REFRESHES}").result_rows
     assert raw_events >= EVENTS
     assert mart_events == raw_events
     assert as_of == newest
