@@ -52,9 +52,9 @@ QUICK = Sizes(
     200_000,
     live_seconds=20,
     dbt_events=(200_000, 1_000_000),
-    mart_live_seconds=75,
-    capacity_rates=(5_000, 10_000, 20_000, 40_000),
-    capacity_hold_seconds=15,
+    mart_live_seconds=70,
+    capacity_rates=(5_000, 10_000, 20_000),
+    capacity_hold_seconds=10,
 )
 FULL = Sizes(
     1_000_000,
