@@ -84,7 +84,8 @@ def refresh_marts(settings: Settings, client: Client, watermark: int, *, first: 
     if first:
         succeeded = run_dbt(settings, ["--quiet", "seed"]) == 0 and run_dbt(settings, ["--quiet", "run"]) == 0
     else:
-        succeeded = run_dbt(settings, ["--quiet", "run", "--select", INCREMENTAL_SELECTION]) == 0
+        # Nothing reads the manifest and run results of a refresh: not writing them shortens each one.
+        succeeded = run_dbt(settings, ["--quiet", "--no-write-json", "run", "--select", INCREMENTAL_SELECTION]) == 0
     refresh = Refresh(watermark, started_at, time.time(), succeeded)
     client.insert(
         REFRESHES,
