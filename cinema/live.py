@@ -301,7 +301,8 @@ def live(
         with warehouse_client(settings) as client:
             ensure_refresh_log(client)
             watermark = _loaded_watermark(client, settings)
-            refresh = refresh_marts(settings, client, watermark, first=True)
+            # Seeds, views and every model only while the marts do not exist yet.
+            refresh = refresh_marts(settings, client, watermark, first=marts_as_of(client) is None)
         if not refresh.succeeded:
             raise LiveError("the refresh of the marts failed (dbt's errors are above)")
         click.echo(f"marts refreshed in {refresh.seconds:.1f}s up to loader watermark {watermark}")
