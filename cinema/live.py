@@ -298,6 +298,13 @@ def live(
 
     settings = settings_from_context()
     if refresh_once:
+        from cinema.transform import missing_raw_tables
+
+        if missing := missing_raw_tables(settings):
+            raise LiveError(
+                f"nothing to refresh, the raw tables are missing: {', '.join(missing)}. "
+                "Load the warehouse first: `cinema load --until-caught-up`."
+            )
         with warehouse_client(settings) as client:
             ensure_refresh_log(client)
             watermark = _loaded_watermark(client, settings)

@@ -49,7 +49,7 @@ def find_anchor(connection: Connection, prefix: str) -> int | None:
     with connection.cursor() as cursor:
         cursor.execute(
             "SELECT run_key FROM producer_batches WHERE run_key LIKE %s ORDER BY written_at DESC LIMIT 1",
-            (prefix.replace("_", r"\_") + "%",),
+            (prefix + "%",),
         )
         row = cursor.fetchone()
     connection.commit()

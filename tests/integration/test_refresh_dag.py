@@ -60,3 +60,12 @@ def test_the_marts_hold_every_loaded_event_as_of_the_newest(refreshed):
     assert mart_events == raw_events
     assert as_of == newest
     assert refreshes == [(watermark, True)]
+
+
+def test_a_refresh_before_anything_was_loaded_says_what_to_run(stack, tmp_path):
+    empty = stack.with_warehouse(tmp_path / "warehouse")
+    result = empty.cinema("live", "--refresh-once", check=False)
+    assert result.returncode == 1
+    assert "nothing to refresh, the raw tables are missing: cinema_raw.movies" in result.stderr
+    assert "`cinema load --until-caught-up`" in result.stderr
+    assert "Traceback" not in result.stderr
