@@ -158,9 +158,7 @@ def _die_with_parent() -> None:
     ctypes.CDLL(None, use_errno=True).prctl(PR_SET_PDEATHSIG, signal.SIGTERM)
 
 
-def start_producer(
-    settings: Settings, rate: float, seed: int, options: list[str], log_path: Path
-) -> subprocess.Popen[bytes]:
+def start_producer(rate: float, seed: int, options: list[str], log_path: Path) -> subprocess.Popen[bytes]:
     log_path.parent.mkdir(parents=True, exist_ok=True)
     with log_path.open("ab") as output:
         return subprocess.Popen(
@@ -215,7 +213,7 @@ def run_live(
     from cinema.warehouse import connect
 
     producer_log = settings.state_dir / "logs" / "live-producer.log"
-    producer = start_producer(settings, rate, seed, producer_options, producer_log)
+    producer = start_producer(rate, seed, producer_options, producer_log)
     loader = _LoaderThread(settings, stop)
     loader.start()
     refreshes: list[Refresh] = []
