@@ -6,8 +6,8 @@ competes with the loader for this one's GIL); the loader (`loader.service.run`, 
 `cinema load --follow` runs it) is a thread of this process, and the refresh loop runs
 incremental dbt in this process's main thread every MARTS_REFRESH_SECONDS (start to
 start). Embedded ClickHouse allows one process per data directory, so the loader and
-dbt share this process's chdb engine: raw freshness stays sub-second while dbt runs
-(README, "Live mode"). A status line shows events/s arriving in the raw table, the raw
+dbt share this process's chdb engine: loading goes on while dbt runs, if slower
+(README, "Live mode", has the measured cost). A status line shows events/s arriving in the raw table, the raw
 lag and how current the marts are. Ctrl-C or SIGTERM stops the producer (its chunk
 ledger makes a restart with the same --seed resume without duplicates), lets the loader
 finish its batch and the refresh its run, and returns with nothing left running.
