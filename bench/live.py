@@ -26,14 +26,13 @@ from collections.abc import Sequence
 from dataclasses import dataclass, replace
 from pathlib import Path
 
-from bench.loader import RAW, wait_until, with_warehouse
+from bench.loader import RAW, latency_quantiles, raw_latency_sql, subscriber_xmax, wait_until, with_warehouse
 from cinema import db, sandbox
 from cinema.live import REFRESHES
 from cinema.paths import executable
 from cinema.replication import wait_for_subscriber
 from cinema.settings import MARTS_REFRESH_SECONDS_DEFAULT, Settings
 from cinema.warehouse import warehouse_client
-from loader import source
 from loader.metrics import probe, scrape_watermark
 from loader.schema import table_ref
 from producer.service import WINDOW_MS
@@ -54,32 +53,11 @@ RAMP_TIMEOUT_SECONDS = 60.0
 HOPELESS_LAG_SECONDS = 10.0
 
 
-def _subscriber_xmax(settings: Settings) -> int:
-    with db.closing(db.loader(settings)) as connection:
-        return source.snapshot(connection).xmax
-
-
-def _quantiles(settings: Settings, latency_sql: str) -> dict[str, float]:
-    with warehouse_client(settings) as client:
-        count, quantiles, worst = client.query(
-            f"SELECT count(), quantiles(0.5, 0.95, 0.99)(latency), max(latency) FROM ({latency_sql})"
-        ).result_rows[0]
-    if not count:
-        return {"events": 0.0}
-    return {
-        "events": float(count),
-        "p50_seconds": float(quantiles[0]),
-        "p95_seconds": float(quantiles[1]),
-        "p99_seconds": float(quantiles[2]),
-        "max_seconds": float(worst),
-    }
-
-
 def mart_freshness(settings: Settings, rate: float, seconds: float) -> dict[str, float]:
     """`cinema live` at `rate` for `seconds` with the default cadence; publisher insert to marts."""
     environment = dict(os.environ)
     own = with_warehouse(settings, settings.state_dir / "bench-live" / "warehouse")
-    live_from = _subscriber_xmax(settings)
+    live_from = subscriber_xmax(settings)
     run_environment = {**environment, "CLICKHOUSE_CHDB_PATH": str(own.warehouse.chdb_path)}
     run_environment.pop("MARTS_REFRESH_SECONDS", None)
     result = subprocess.run(
@@ -93,7 +71,7 @@ def mart_freshness(settings: Settings, rate: float, seconds: float) -> dict[str,
     if result.returncode != 0:
         raise RuntimeError(f"cinema live exited {result.returncode}:\n{result.stdout[-3000:]}\n{result.stderr[-3000:]}")
     events = table_ref(RAW, "viewing_events")
-    freshness = _quantiles(
+    freshness = latency_quantiles(
         own,
         "SELECT dateDiff('microsecond', e.received_at, r.finished_at) / 1e6 AS latency FROM"
         f" (SELECT 0 AS k, _xid, received_at FROM {events} WHERE _xid >= {live_from}) e"
@@ -103,7 +81,7 @@ def mart_freshness(settings: Settings, rate: float, seconds: float) -> dict[str,
     if not freshness["events"]:
         raise RuntimeError(f"no event reached the marts in {seconds:.0f}s: the run must outlast a refresh cadence")
     # Raw freshness in the same run: what sharing the process with dbt costs the loader.
-    raw = _quantiles(own, _raw_latency_sql(f"_xid >= {live_from}"))
+    raw = latency_quantiles(own, raw_latency_sql(f"_xid >= {live_from}"))
     with warehouse_client(own) as client:
         refreshes, mean_seconds, longest = client.query(
             "SELECT count(), avg(dateDiff('microsecond', started_at, finished_at)) / 1e6, "
@@ -185,23 +163,12 @@ def _step(environment: dict[str, str], probed: Settings, rate: float, hold_secon
     return Step(rate, hold_from, hold_until, worst_lag)
 
 
-def _raw_latency_sql(condition: str) -> str:
-    """Per event matching `condition`: publisher insert until its loader batch was visible."""
-    events = table_ref(RAW, "viewing_events")
-    batches = table_ref(RAW, "_loader_batches")
-    return (
-        "SELECT dateDiff('microsecond', e.received_at, b.visible_at) / 1e6 AS latency FROM"
-        f" (SELECT 0 AS k, _xid, received_at FROM {events} WHERE {condition}) e"
-        f" ASOF JOIN (SELECT 0 AS k, watermark, visible_at FROM {batches}) b ON e.k = b.k AND e._xid < b.watermark"
-    )
-
-
 def _step_figures(settings: Settings, step: Step) -> dict[str, float]:
     window = (
         f"received_at >= fromUnixTimestamp64Micro({int(step.hold_from * 1e6)}, 'UTC') "
         f"AND received_at < fromUnixTimestamp64Micro({int(step.hold_until * 1e6)}, 'UTC')"
     )
-    freshness = _quantiles(settings, _raw_latency_sql(window))
+    freshness = latency_quantiles(settings, raw_latency_sql(window))
     achieved = freshness["events"] / (step.hold_until - step.hold_from)
     sustained = (
         freshness["events"] > 0
@@ -240,14 +207,14 @@ def capacity(settings: Settings, rates: Sequence[float], hold_seconds: float) ->
     try:
         wait_until(lambda: probe(probed)[0], 300, "the loader service to become healthy")
         # The backlog of the other sections first, so the steps measure the stream alone.
-        backlog = _subscriber_xmax(settings)
+        backlog = subscriber_xmax(settings)
         wait_until(lambda: (scrape_watermark(probed) or 0) >= backlog, 600, "the loader to load the backlog")
         for rate in rates:
             steps.append(_step(environment, probed, rate, hold_seconds, workdir))
             if steps[-1].worst_lag_seconds > HOPELESS_LAG_SECONDS:
                 break
         wait_for_subscriber(settings, timeout_seconds=900)
-        target = _subscriber_xmax(settings)
+        target = subscriber_xmax(settings)
         wait_until(lambda: (scrape_watermark(probed) or 0) >= target, 900, "the loader to load the steps")
     finally:
         service.send_signal(signal.SIGTERM)

@@ -134,26 +134,43 @@ def _python_path_seconds(settings: Settings, windows: list[tuple[int, int]]) -> 
         return time.monotonic() - began
 
 
-def _freshness(settings: Settings, live_from: int) -> dict[str, float]:
-    """Per live event: publisher insert to its batch's rows being visible, in seconds."""
+def latency_quantiles(settings: Settings, latency_sql: str) -> dict[str, float]:
+    """count, p50, p95, p99 and max of the `latency` column `latency_sql` selects (seconds)."""
     with warehouse_client(settings) as client:
         count, quantiles, worst = client.query(
-            "SELECT count(), quantiles(0.5, 0.95, 0.99)(latency), max(latency) FROM ("
-            "  SELECT dateDiff('microsecond', e.received_at, b.visible_at) / 1e6 AS latency FROM"
-            f"  (SELECT 0 AS k, _xid, received_at FROM {table_ref(RAW, 'viewing_events')} WHERE _xid >= {live_from}) e"
-            f"  ASOF JOIN (SELECT 0 AS k, watermark, visible_at FROM {table_ref(RAW, '_loader_batches')}) b"
-            "  ON e.k = b.k AND e._xid < b.watermark)"
+            f"SELECT count(), quantiles(0.5, 0.95, 0.99)(latency), max(latency) FROM ({latency_sql})"
         ).result_rows[0]
+    if not count:
+        return {"events": 0.0}
     return {
-        "freshness_events": float(count),
-        "freshness_p50_seconds": float(quantiles[0]),
-        "freshness_p95_seconds": float(quantiles[1]),
-        "freshness_p99_seconds": float(quantiles[2]),
-        "freshness_max_seconds": float(worst),
+        "events": float(count),
+        "p50_seconds": float(quantiles[0]),
+        "p95_seconds": float(quantiles[1]),
+        "p99_seconds": float(quantiles[2]),
+        "max_seconds": float(worst),
     }
 
 
-def _subscriber_xmax(settings: Settings) -> int:
+def raw_latency_sql(condition: str) -> str:
+    """Per event matching `condition`: publisher insert until its loader batch was visible."""
+    events = table_ref(RAW, "viewing_events")
+    batches = table_ref(RAW, "_loader_batches")
+    return (
+        "SELECT dateDiff('microsecond', e.received_at, b.visible_at) / 1e6 AS latency FROM"
+        f" (SELECT 0 AS k, _xid, received_at FROM {events} WHERE {condition}) e"
+        f" ASOF JOIN (SELECT 0 AS k, watermark, visible_at FROM {batches}) b ON e.k = b.k AND e._xid < b.watermark"
+    )
+
+
+def _freshness(settings: Settings, live_from: int) -> dict[str, float]:
+    """Per live event: publisher insert to its batch's rows being visible, in seconds."""
+    return {
+        f"freshness_{name}": value
+        for name, value in latency_quantiles(settings, raw_latency_sql(f"_xid >= {live_from}")).items()
+    }
+
+
+def subscriber_xmax(settings: Settings) -> int:
     with db.closing(db.loader(settings)) as connection:
         return source.snapshot(connection).xmax
 
@@ -181,7 +198,7 @@ def _follow_live(
         wait_until(lambda: probe(probed)[0], 120, "the loader service to become healthy")
         cinema("generate", "--rate", str(rate), "--duration", str(seconds), "--seed", str(SEED + 1), "--writers", "4")
         wait_for_subscriber(settings, timeout_seconds=600)
-        target = _subscriber_xmax(settings)
+        target = subscriber_xmax(settings)
         wait_until(lambda: (scrape_watermark(probed) or 0) >= target, 600, "the loader service to load the live events")
     finally:
         service.send_signal(signal.SIGTERM)
@@ -246,7 +263,7 @@ def run(
     python_path = _python_path_seconds(with_warehouse(settings, workdir / "python-path-warehouse"), drains[0].windows)
 
     loaded = with_warehouse(settings, workdir / "loader-warehouse-1")
-    live_from = _subscriber_xmax(settings)
+    live_from = subscriber_xmax(settings)
     follow_rss = _follow_live(
         settings,
         {**environment, "CLICKHOUSE_CHDB_PATH": str(loaded.warehouse.chdb_path)},
