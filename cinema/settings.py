@@ -141,8 +141,8 @@ def _positive_seconds(config: Config, name: str, default: float) -> float:
 
 def marts_refresh_seconds_from_environment() -> float:
     """MARTS_REFRESH_SECONDS from the process environment alone: for DAG files, which
-    Airflow parses over and over and which must do no file I/O when imported (Compose
-    passes the setting to Airflow as an environment variable)."""
+    Airflow parses over and over and which must do no file I/O when imported (Airflow's
+    environment carries the project's settings; unset, the default)."""
     return _positive_seconds(Config(RepositoryEmpty()), "MARTS_REFRESH_SECONDS", MARTS_REFRESH_SECONDS_DEFAULT)
 
 
