@@ -37,6 +37,7 @@ LAZY_COMMANDS = {
     "check": "cinema.reconcile:check",
     "demo": "cinema.orchestrate:demo",
     "airflow": "cinema.orchestrate:airflow",
+    "live": "cinema.live:live",
 }
 
 

@@ -16,7 +16,7 @@ import html
 import math
 import os
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, field, replace
 from datetime import UTC, date, datetime, timedelta
 from importlib.resources import files
 from pathlib import Path
@@ -40,6 +40,7 @@ MARTS = (
     "viewing_heatmap",
     "device_country_breakdown",
     "excluded_events",
+    "now_watching",
 )
 NO_MARTS = "no marts yet: run `make demo` or `cinema transform`"
 # daily_viewing's attribution rules, as its dbt description and the README state them.
@@ -123,6 +124,10 @@ class Marts:
     heatmap: list[list[float]]
     devices: list[Segment]
     countries: list[Segment]
+    # (minute, viewers watching, sessions in progress) over the last hours of data.
+    now_watching: list[tuple[datetime, int, int]] = field(default_factory=list)
+    # When the publisher received the newest event the marts were built from.
+    as_of: datetime | None = None
 
 
 def _rows(client: Client, sql: str) -> list[dict[str, Any]]:
@@ -173,6 +178,9 @@ def read_marts(client: Client) -> Marts:
         """,
     )
     heat = _rows(client, f"SELECT weekday, hour, watch_minutes FROM {marts}.viewing_heatmap")
+    watching = _rows(
+        client, f"SELECT minute, viewers, sessions_in_progress, as_of FROM {marts}.now_watching ORDER BY minute"
+    )
     devices = _segments(client, "device_type", name="device_type", group="device_category")
     countries = _segments(client, "country_code", name="country_name", group="region", limit=TOP_COUNTRIES)
     heatmap = [[0.0] * 24 for _ in WEEKDAYS]
@@ -207,6 +215,8 @@ def read_marts(client: Client) -> Marts:
         heatmap=heatmap,
         devices=[replace(device, name=device_name(device.key), group=device_name(device.group)) for device in devices],
         countries=countries,
+        now_watching=[(_utc(row["minute"]), int(row["viewers"]), int(row["sessions_in_progress"])) for row in watching],
+        as_of=_utc(watching[0]["as_of"]) if watching else None,
     )
 
 
@@ -528,6 +538,29 @@ def _dropoff_chart(dropoff: Sequence[tuple[int, float]], completed_at: float, he
     )
 
 
+def _now_watching_chart(minutes: Sequence[tuple[datetime, int, int]]) -> str:
+    first = minutes[0][0]
+    points = [
+        Point(
+            (minute - first).total_seconds() / 60,
+            viewers,
+            f"{minute:%H:%M} UTC: {count(viewers)} viewers watching, {count(sessions)} sessions in progress",
+        )
+        for minute, viewers, sessions in minutes
+    ]
+    span = points[-1].x
+    return line_chart(
+        "now-watching",
+        points,
+        width=FULL_WIDTH,
+        height=220,
+        x_domain=(0, max(span, 1)),
+        x_ticks=[(offset, f"{first + timedelta(minutes=offset):%H:%M}") for offset in range(0, int(span) + 1, 30)],
+        y_ticks=nice_axis(max(1, *(point.y for point in points))),
+        y_label=axis_number,
+    )
+
+
 def _movie_bars(movies: Sequence[Movie]) -> list[Bar]:
     return [
         Bar(
@@ -629,6 +662,14 @@ def render(marts: Marts, generated_at: datetime) -> str:
             ),
         )
     )
+    if marts.now_watching:
+        as_of = f", marts as of {marts.as_of:%Y-%m-%d %H:%M:%S} UTC" if marts.as_of else ""
+        cards += _card(
+            "Now watching",
+            f"Viewers watching per minute (UTC) over the last hours of data{as_of}",
+            _now_watching_chart(marts.now_watching),
+            wide=True,
+        )
     stylesheet = files("cinema").joinpath("report.css").read_text(encoding="utf-8")
     generated = f"{generated_at.astimezone(UTC):%Y-%m-%d %H:%M} UTC"
     return f"""<!DOCTYPE html>
