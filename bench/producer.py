@@ -31,7 +31,7 @@ from cinema.stack import apply_init
 from producer.behaviour import Behaviour
 from producer.catalog import load_movies, make_users
 from producer.stream import Row, World, backfill_stream
-from producer.writer import COPY_EVENTS, EVENT_COLUMNS, copy_text, ensure_reference_data
+from producer.writer import COPY_EVENTS, ROW_COLUMNS, copy_text, ensure_reference_data
 
 PRODUCER_DATABASE = "cinema_bench_producer"
 COPY_DATABASE = "cinema_bench_copy"
@@ -41,7 +41,7 @@ SEED = 424242
 USERS = 2000
 WRITERS = 4
 CHUNK_ROWS = 5_000
-BINARY_TYPES = ("uuid", "uuid", "int4", "int4", "text", "text", "int8", "timestamptz")
+BINARY_TYPES = ("uuid", "uuid", "int4", "int4", "text", "text", "int8", "timestamptz", "timestamptz")
 
 
 def _same_rows(events: int) -> list[Row]:
@@ -64,9 +64,19 @@ def _generation_seconds(events: int) -> float:
 
 
 def _as_copy_values(row: Row) -> tuple[Any, ...]:
-    event_id, session_id, user_id, movie_id, device, event_type, position, event_ms = row
-    moment = datetime.fromtimestamp(event_ms / 1000, UTC)
-    return (uuid.UUID(event_id), uuid.UUID(session_id), user_id, movie_id, device, event_type, position, moment)
+    event_id, session_id, user_id, movie_id, device, event_type, position, event_ms, received_ms = row
+    event_time, received_at = (datetime.fromtimestamp(ms / 1000, UTC) for ms in (event_ms, received_ms))
+    return (
+        uuid.UUID(event_id),
+        uuid.UUID(session_id),
+        user_id,
+        movie_id,
+        device,
+        event_type,
+        position,
+        event_time,
+        received_at,
+    )
 
 
 def _binary_copy_seconds(settings: Settings, database: str, rows: Sequence[Row]) -> float:
@@ -82,7 +92,7 @@ def _binary_copy_seconds(settings: Settings, database: str, rows: Sequence[Row])
         chunks.put(None)
     connections = [psycopg.connect(conninfo) for _ in range(WRITERS)]
     errors: list[BaseException] = []
-    statement = f"COPY viewing_events ({', '.join(EVENT_COLUMNS)}) FROM STDIN (FORMAT BINARY)"
+    statement = f"COPY viewing_events ({', '.join(ROW_COLUMNS)}) FROM STDIN (FORMAT BINARY)"
 
     def write(connection: psycopg.Connection[Any]) -> None:
         try:

@@ -57,12 +57,12 @@ def find_anchor(connection: Connection, prefix: str) -> int | None:
 
 
 def windows(rows: Iterator[Row], anchor_ms: int, window_ms: int = WINDOW_MS) -> Iterator[Window]:
-    """Rows grouped by the window their stream clock falls in; the same rows give the same windows."""
+    """Rows grouped by the window their arrival (received_at) falls in; the same rows give the same windows."""
     clock = anchor_ms
     current: list[Row] = []
     number = 0
     for row in rows:
-        clock = max(clock, row[7])
+        clock = max(clock, row[8])
         row_window = (clock - anchor_ms) // window_ms
         if row_window != number and current:
             yield Window(number, anchor_ms + (number + 1) * window_ms, current)
