@@ -39,10 +39,33 @@ class Sizes:
     loader_events: int
     live_seconds: float
     dbt_events: tuple[int, ...]
+    # `cinema live` at LIVE_RATE with the default cadence: long enough for at least one
+    # whole cadence, whose events' mart freshness is then measured.
+    mart_live_seconds: float
+    capacity_rates: tuple[float, ...]
+    capacity_hold_seconds: float
 
 
-QUICK = Sizes(200_000, 200_000, 200_000, live_seconds=20, dbt_events=(200_000, 1_000_000))
-FULL = Sizes(1_000_000, 1_000_000, 1_000_000, live_seconds=60, dbt_events=(1_000_000, 10_000_000))
+QUICK = Sizes(
+    200_000,
+    200_000,
+    200_000,
+    live_seconds=20,
+    dbt_events=(200_000, 1_000_000),
+    mart_live_seconds=70,
+    capacity_rates=(5_000, 10_000, 20_000),
+    capacity_hold_seconds=10,
+)
+FULL = Sizes(
+    1_000_000,
+    1_000_000,
+    1_000_000,
+    live_seconds=60,
+    dbt_events=(1_000_000, 10_000_000),
+    mart_live_seconds=300,
+    capacity_rates=(5_000, 10_000, 20_000, 40_000, 80_000),
+    capacity_hold_seconds=30,
+)
 LIVE_RATE = 5_000.0
 
 
@@ -77,6 +100,7 @@ def _figures(results: dict[str, dict[str, float]], sizes: Sizes) -> list[Figure]
     """The table: each figure beside the reference measured in the same run."""
     producer, replication = results["producer"], results["replication"]
     loader, dbt = results["loader"], results["dbt"]
+    live, capacity = results["live"], results["capacity"]
     rows = [
         Figure(
             "producer",
@@ -84,6 +108,14 @@ def _figures(results: dict[str, dict[str, float]], sizes: Sizes) -> list[Figure]
             f"{producer['producer_events_per_second']:,.0f}",
             f"raw COPY of the same rows: {producer['raw_copy_events_per_second']:,.0f}",
             f"{producer['producer_to_copy_ratio']:.2f}",
+        ),
+        Figure(
+            "producer",
+            "against psycopg 3 binary COPY, same rows, 4 writers",
+            f"{producer['producer_events_per_second']:,.0f}",
+            f"binary COPY: {producer['copy_binary_events_per_second']:,.0f}; "
+            f"generation alone: {producer['generation_events_per_second']:,.0f}",
+            f"{producer['producer_to_copy_binary_ratio']:.2f} (goal >= 0.7)",
         ),
         Figure(
             "replication",
@@ -109,7 +141,8 @@ def _figures(results: dict[str, dict[str, float]], sizes: Sizes) -> list[Figure]
         Figure(
             "freshness",
             f"publisher commit -> visible in ClickHouse, {LIVE_RATE:,.0f} events/s live",
-            f"p50 {loader['freshness_p50_seconds']:.2f} s, p95 {loader['freshness_p95_seconds']:.2f} s",
+            f"p50 {loader['freshness_p50_seconds']:.2f} s, p95 {loader['freshness_p95_seconds']:.2f} s, "
+            f"p99 {loader['freshness_p99_seconds']:.2f} s",
             f"{loader['freshness_events']:,.0f} events, max {loader['freshness_max_seconds']:.2f} s",
             f"p95 goal <= 2 s: {'met' if loader['freshness_p95_seconds'] <= 2 else 'MISSED'}",
         ),
@@ -118,6 +151,23 @@ def _figures(results: dict[str, dict[str, float]], sizes: Sizes) -> list[Figure]
             "peak RSS",
             f"{loader['loader_drain_peak_rss_mb']:,.0f} MB draining",
             f"{loader['loader_follow_peak_rss_mb']:,.0f} MB as a service",
+        ),
+    ]
+    rows += [
+        Figure(
+            "live",
+            f"publisher commit -> viewing_sessions, `cinema live` at {live['rate_events_per_second']:,.0f} events/s, "
+            f"refresh every {live['cadence_seconds']:.0f} s",
+            f"p50 {live['mart_freshness_p50_seconds']:.1f} s, p95 {live['mart_freshness_p95_seconds']:.1f} s",
+            f"{live['refreshes']:.0f} refreshes, {live['refresh_mean_seconds']:.1f} s each on average",
+            f"p95 goal <= 60 s: {'met' if live['mart_freshness_p95_seconds'] <= 60 else 'MISSED'}",
+        ),
+        Figure(
+            "capacity",
+            f"highest offered rate with raw freshness p99 <= 1 s for {capacity['hold_seconds']:.0f} s",
+            f"{capacity['sustained_events_per_second']:,.0f} events/s",
+            f"replication apply: {capacity['replication_apply_rows_per_second']:,.0f} rows/s",
+            f"{capacity['capacity_to_replication_ratio']:.2f} (goal >= 0.8)",
         ),
     ]
     for events in sizes.dbt_events:
@@ -154,7 +204,7 @@ def _runner(environment: dict[str, str], workdir: Path) -> Callable[..., subproc
 
 
 def _sections(sizes: Sizes) -> list[tuple[str, Callable[[Settings, Any], dict[str, float]]]]:
-    from bench import dbt, loader, producer, replication
+    from bench import dbt, live, loader, producer, replication
 
     return [
         ("producer", lambda settings, cinema: producer.run(settings, cinema, sizes.producer_events)),
@@ -166,7 +216,20 @@ def _sections(sizes: Sizes) -> list[tuple[str, Callable[[Settings, Any], dict[st
             ),
         ),
         ("dbt", lambda settings, cinema: dbt.run(settings, cinema, sizes.dbt_events)),
+        ("live", lambda settings, _cinema: live.mart_freshness(settings, LIVE_RATE, sizes.mart_live_seconds)),
+        (
+            "capacity",
+            lambda settings, _cinema: live.capacity(settings, sizes.capacity_rates, sizes.capacity_hold_seconds),
+        ),
     ]
+
+
+def _with_capacity_ratio(figures: dict[str, dict[str, float]]) -> None:
+    """The capacity beside replication's standalone apply rate from the same run."""
+    capacity = figures["capacity"]
+    apply_rate = figures["replication"]["replication_rows_per_second"]
+    capacity["replication_apply_rows_per_second"] = apply_rate
+    capacity["capacity_to_replication_ratio"] = capacity["sustained_events_per_second"] / apply_rate
 
 
 @click.command()
@@ -191,6 +254,7 @@ def main(full: bool, output: Path) -> None:
     finally:
         embedded.down(settings, purge=True)
         shutil.rmtree(state_dir, ignore_errors=True)
+    _with_capacity_ratio(figures)
     print_table(
         f"bench ({'full' if full else 'quick'} sizes, {os.cpu_count()} cores)",
         ("stage", "figure", "value", "reference (same run)", "ratio / goal"),

@@ -40,7 +40,7 @@ SEED = 616161
 RAW = "cinema_raw"
 
 
-def _with_warehouse(settings: Settings, path: Path) -> Settings:
+def with_warehouse(settings: Settings, path: Path) -> Settings:
     return replace(settings, warehouse=replace(settings.warehouse, chdb_path=path))
 
 
@@ -137,25 +137,43 @@ def _python_path_seconds(settings: Settings, windows: list[tuple[int, int]]) -> 
         return time.monotonic() - began
 
 
-def _freshness(settings: Settings, live_from: int) -> dict[str, float]:
-    """Per live event: publisher insert to its batch's rows being visible, in seconds."""
+def latency_quantiles(settings: Settings, latency_sql: str) -> dict[str, float]:
+    """count, p50, p95, p99 and max of the `latency` column `latency_sql` selects (seconds)."""
     with warehouse_client(settings) as client:
         count, quantiles, worst = client.query(
-            "SELECT count(), quantiles(0.5, 0.95)(latency), max(latency) FROM ("
-            "  SELECT dateDiff('microsecond', e.received_at, b.visible_at) / 1e6 AS latency FROM"
-            f"  (SELECT 0 AS k, _xid, received_at FROM {table_ref(RAW, 'viewing_events')} WHERE _xid >= {live_from}) e"
-            f"  ASOF JOIN (SELECT 0 AS k, watermark, visible_at FROM {table_ref(RAW, '_loader_batches')}) b"
-            "  ON e.k = b.k AND e._xid < b.watermark)"
+            f"SELECT count(), quantiles(0.5, 0.95, 0.99)(latency), max(latency) FROM ({latency_sql})"
         ).result_rows[0]
+    if not count:
+        return {"events": 0.0}
     return {
-        "freshness_events": float(count),
-        "freshness_p50_seconds": float(quantiles[0]),
-        "freshness_p95_seconds": float(quantiles[1]),
-        "freshness_max_seconds": float(worst),
+        "events": float(count),
+        "p50_seconds": float(quantiles[0]),
+        "p95_seconds": float(quantiles[1]),
+        "p99_seconds": float(quantiles[2]),
+        "max_seconds": float(worst),
     }
 
 
-def _subscriber_xmax(settings: Settings) -> int:
+def raw_latency_sql(condition: str) -> str:
+    """Per event matching `condition`: publisher insert until its loader batch was visible."""
+    events = table_ref(RAW, "viewing_events")
+    batches = table_ref(RAW, "_loader_batches")
+    return (
+        "SELECT dateDiff('microsecond', e.received_at, b.visible_at) / 1e6 AS latency FROM"
+        f" (SELECT 0 AS k, _xid, received_at FROM {events} WHERE {condition}) e"
+        f" ASOF JOIN (SELECT 0 AS k, watermark, visible_at FROM {batches}) b ON e.k = b.k AND e._xid < b.watermark"
+    )
+
+
+def _freshness(settings: Settings, live_from: int) -> dict[str, float]:
+    """Per live event: publisher insert to its batch's rows being visible, in seconds."""
+    return {
+        f"freshness_{name}": value
+        for name, value in latency_quantiles(settings, raw_latency_sql(f"_xid >= {live_from}")).items()
+    }
+
+
+def subscriber_xmax(settings: Settings) -> int:
     with db.closing(db.loader(settings)) as connection:
         return source.snapshot(connection).xmax
 
@@ -180,11 +198,11 @@ def _follow_live(
     )
     peak = PeakRss(service.pid)
     try:
-        _wait(lambda: probe(probed)[0], 120, "the loader service to become healthy")
+        wait_until(lambda: probe(probed)[0], 120, "the loader service to become healthy")
         cinema("generate", "--rate", str(rate), "--duration", str(seconds), "--seed", str(SEED + 1), "--writers", "4")
         wait_for_subscriber(settings, timeout_seconds=600)
-        target = _subscriber_xmax(settings)
-        _wait(lambda: (scrape_watermark(probed) or 0) >= target, 600, "the loader service to load the live events")
+        target = subscriber_xmax(settings)
+        wait_until(lambda: (scrape_watermark(probed) or 0) >= target, 600, "the loader service to load the live events")
     finally:
         service.send_signal(signal.SIGTERM)
     if service.wait(60) != 0:
@@ -192,7 +210,7 @@ def _follow_live(
     return peak.megabytes()
 
 
-def _wait(condition: Callable[[], bool], timeout_seconds: float, what: str) -> None:
+def wait_until(condition: Callable[[], bool], timeout_seconds: float, what: str) -> None:
     deadline = time.monotonic() + timeout_seconds
     while not condition():
         if time.monotonic() > deadline:
@@ -240,15 +258,15 @@ def run(
     drains: list[Drain] = []
     in_engine: list[float] = []
     for attempt in (1, 2, 3):
-        drains.append(_drain(_with_warehouse(settings, workdir / f"loader-warehouse-{attempt}"), environment, workdir))
-        limit = _with_warehouse(settings, workdir / f"in-engine-warehouse-{attempt}")
+        drains.append(_drain(with_warehouse(settings, workdir / f"loader-warehouse-{attempt}"), environment, workdir))
+        limit = with_warehouse(settings, workdir / f"in-engine-warehouse-{attempt}")
         in_engine.append(_in_engine_seconds(limit, drains[0].watermark))
     best = min(drains, key=lambda drain: drain.seconds)
     engine = min(in_engine)
-    python_path = _python_path_seconds(_with_warehouse(settings, workdir / "python-path-warehouse"), drains[0].windows)
+    python_path = _python_path_seconds(with_warehouse(settings, workdir / "python-path-warehouse"), drains[0].windows)
 
-    loaded = _with_warehouse(settings, workdir / "loader-warehouse-1")
-    live_from = _subscriber_xmax(settings)
+    loaded = with_warehouse(settings, workdir / "loader-warehouse-1")
+    live_from = subscriber_xmax(settings)
     follow_rss = _follow_live(
         settings,
         {**environment, "CLICKHOUSE_CHDB_PATH": str(loaded.warehouse.chdb_path)},

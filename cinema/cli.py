@@ -36,6 +36,7 @@ LAZY_COMMANDS = {
     "check": "cinema.reconcile:check",
     "demo": "cinema.orchestrate:demo",
     "airflow": "cinema.orchestrate:airflow",
+    "live": "cinema.live:live",
 }
 
 

@@ -116,6 +116,8 @@ class Settings:
     log_format: LogFormat
     metabase: MetabaseSettings
     dbt: DbtSettings
+    # How often `cinema live` and the cinema_refresh DAG refresh the marts while events stream.
+    marts_refresh_seconds: float
 
     @property
     def ground_truth_dir(self) -> Path:
@@ -128,6 +130,23 @@ def env_file_entries(settings: Settings) -> dict[str, str]:
     if settings.env_file is None:
         return {}
     return dict(RepositoryEnv(str(settings.env_file)).data)
+
+
+MARTS_REFRESH_SECONDS_DEFAULT = 60.0
+
+
+def _positive_seconds(config: Config, name: str, default: float) -> float:
+    value: float = config(name, default=default, cast=float)
+    if value <= 0:
+        raise ValueError(f"{name} must be more than 0 seconds, got {value}")
+    return value
+
+
+def marts_refresh_seconds_from_environment() -> float:
+    """MARTS_REFRESH_SECONDS from the process environment alone: for DAG files, which
+    Airflow parses over and over and which must do no file I/O when imported (Airflow's
+    environment carries the project's settings; unset, the default)."""
+    return _positive_seconds(Config(RepositoryEmpty()), "MARTS_REFRESH_SECONDS", MARTS_REFRESH_SECONDS_DEFAULT)
 
 
 def load_settings(env_file: Path | None = None) -> Settings:
@@ -225,4 +244,5 @@ def load_settings(env_file: Path | None = None) -> Settings:
             clickhouse_user=text("CLICKHOUSE_DBT_USER", "cinema_dbt"),
             clickhouse_password=text("CLICKHOUSE_DBT_PASSWORD", ""),
         ),
+        marts_refresh_seconds=_positive_seconds(config, "MARTS_REFRESH_SECONDS", MARTS_REFRESH_SECONDS_DEFAULT),
     )

@@ -16,7 +16,9 @@ from __future__ import annotations
 import hashlib
 import logging
 import random
+import signal
 import sys
+import threading
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -166,6 +168,15 @@ def _pace(stream: Iterator[Row], writers: ChunkWriters, end_ms: int, chunk_size:
             time.sleep(min(LIVE_FLUSH_SECONDS, (upcoming.received_ms - now_ms) / 1000))
 
 
+def _serve_until_signalled(settings: Settings, generation: Generation, rate: float) -> Outcome:
+    from producer.service import serve
+
+    stop = threading.Event()
+    for signal_number in (signal.SIGTERM, signal.SIGINT):
+        signal.signal(signal_number, lambda *_: stop.set())
+    return serve(settings, generation, rate, stop)
+
+
 def _utc(value: datetime) -> datetime:
     return value.replace(tzinfo=UTC) if value.tzinfo is None else value.astimezone(UTC)
 
@@ -229,6 +240,12 @@ def _utc(value: datetime) -> datetime:
     help="Playback seconds between progress heartbeats.",
 )
 @click.option("--run-key", default=None, help="Name of this generation for idempotency [default: from options].")
+@click.option(
+    "--service",
+    is_flag=True,
+    help="Live mode as a service: run until SIGTERM or Ctrl-C, restartable without duplicates "
+    "(same options, same --seed); --duration is ignored.",
+)
 def generate(
     events: int,
     start: datetime | None,
@@ -242,6 +259,7 @@ def generate(
     dirty_rate: float,
     heartbeat_seconds: int,
     run_key: str | None,
+    service: bool,
 ) -> None:
     from cinema.context import settings_from_context
 
@@ -252,7 +270,11 @@ def generate(
     generation = Generation(
         seed, users, writers, chunk_size, dirty_rate, Behaviour(heartbeat_ms=heartbeat_seconds * 1000)
     )
-    if rate is not None:
+    if service:
+        if rate is None:
+            raise click.BadParameter("--service needs --rate, the events per second to write")
+        outcome = _serve_until_signalled(settings, generation, rate)
+    elif rate is not None:
         outcome = live(settings, generation, rate, duration)
     else:
         end_at = _utc(end) if end else datetime.now(UTC).replace(hour=0, minute=0, second=0, microsecond=0)

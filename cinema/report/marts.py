@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Sequence
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, field, replace
 from datetime import UTC, date, datetime, timedelta
 from typing import Any
 
@@ -27,6 +27,7 @@ MARTS = (
     "viewing_heatmap",
     "device_country_breakdown",
     "excluded_events",
+    "now_watching",
 )
 NO_MARTS = "no marts yet: run `make demo` or `cinema transform`"
 # daily_viewing's attribution rules, as its dbt description and the README state them.
@@ -98,6 +99,10 @@ class Marts:
     heatmap: list[list[float]]
     devices: list[Segment]
     countries: list[Segment]
+    # (minute, viewers watching, sessions in progress) over the last hours of data.
+    now_watching: list[tuple[datetime, int, int]] = field(default_factory=list)
+    # When the publisher received the newest event the marts were built from.
+    as_of: datetime | None = None
 
 
 def _rows(client: Client, sql: str) -> list[dict[str, Any]]:
@@ -148,6 +153,9 @@ def read_marts(client: Client) -> Marts:
         """,
     )
     heat = _rows(client, f"SELECT weekday, hour, watch_minutes FROM {marts}.viewing_heatmap")
+    watching = _rows(
+        client, f"SELECT minute, viewers, sessions_in_progress, as_of FROM {marts}.now_watching ORDER BY minute"
+    )
     devices = _segments(client, "device_type", name="device_type", group="device_category")
     countries = _segments(client, "country_code", name="country_name", group="region", limit=TOP_COUNTRIES)
     heatmap = [[0.0] * 24 for _ in WEEKDAYS]
@@ -182,6 +190,8 @@ def read_marts(client: Client) -> Marts:
         heatmap=heatmap,
         devices=[replace(device, name=device_name(device.key), group=device_name(device.group)) for device in devices],
         countries=countries,
+        now_watching=[(_utc(row["minute"]), int(row["viewers"]), int(row["sessions_in_progress"])) for row in watching],
+        as_of=_utc(watching[0]["as_of"]) if watching else None,
     )
 
 

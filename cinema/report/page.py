@@ -76,6 +76,29 @@ def _dropoff_chart(dropoff: Sequence[tuple[int, float]], completed_at: float, he
     )
 
 
+def _now_watching_chart(minutes: Sequence[tuple[datetime, int, int]]) -> str:
+    first = minutes[0][0]
+    points = [
+        Point(
+            (minute - first).total_seconds() / 60,
+            viewers,
+            f"{minute:%H:%M} UTC: {count(viewers)} viewers watching, {count(sessions)} sessions in progress",
+        )
+        for minute, viewers, sessions in minutes
+    ]
+    span = points[-1].x
+    return line_chart(
+        "now-watching",
+        points,
+        width=FULL_WIDTH,
+        height=220,
+        x_domain=(0, max(span, 1)),
+        x_ticks=[(offset, f"{first + timedelta(minutes=offset):%H:%M}") for offset in range(0, int(span) + 1, 30)],
+        y_ticks=nice_axis(max(1, *(point.y for point in points))),
+        y_label=axis_number,
+    )
+
+
 def _movie_bars(movies: Sequence[Movie]) -> list[Bar]:
     return [
         Bar(
@@ -177,6 +200,14 @@ def render(marts: Marts, generated_at: datetime) -> str:
             ),
         )
     )
+    if marts.now_watching:
+        as_of = f", marts as of {marts.as_of:%Y-%m-%d %H:%M:%S} UTC" if marts.as_of else ""
+        cards += _card(
+            "Now watching",
+            f"Viewers watching per minute (UTC) over the last hours of data{as_of}",
+            _now_watching_chart(marts.now_watching),
+            wide=True,
+        )
     stylesheet = files("cinema.report").joinpath("report.css").read_text(encoding="utf-8")
     generated = f"{generated_at.astimezone(UTC):%Y-%m-%d %H:%M} UTC"
     return f"""<!DOCTYPE html>

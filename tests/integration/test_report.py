@@ -25,7 +25,7 @@ from tests.integration.conftest import RunningStack, chromium_or_skip
 
 pytestmark = pytest.mark.integration
 
-CHARTS = {"daily", "movies", "dropoff", "heatmap", "devices", "countries"}
+CHARTS = {"daily", "movies", "dropoff", "heatmap", "devices", "countries", "now-watching"}
 PROBE = """<script>
 const box = (element) => {
   const r = element.getBoundingClientRect();
@@ -88,6 +88,7 @@ def marts_as_read_here(stack: RunningStack) -> dict[str, Any]:
                 "GROUP BY position_bucket_pct ORDER BY position_bucket_pct"
             ),
             "heatmap": rows("SELECT watch_minutes FROM cinema_marts.viewing_heatmap ORDER BY weekday, hour"),
+            "now_watching": rows("SELECT viewers FROM cinema_marts.now_watching ORDER BY minute"),
             "devices": rows(
                 "SELECT device_type, sum(watch_hours) AS watch_hours FROM cinema_marts.device_country_breakdown "
                 "GROUP BY device_type ORDER BY watch_hours DESC, device_type"
@@ -213,6 +214,13 @@ def test_every_chart_drew_the_marts(rendered: Rendered) -> None:
     countries = drawn(rendered, "countries", [country["watch_hours"] for country in marts["countries"]])
     assert len(countries) == 10
     assert_bars_measure_their_values(countries)
+
+    # Every minute of the last three hours of data, one point each (the newest event may be
+    # another test's, hand-made in 2031, so the minutes may all hold the same count).
+    watching = drawn(rendered, "now-watching", [float(minute["viewers"]) for minute in marts["now_watching"]])
+    assert len(watching) == 3 * 60 + 1
+    if len({mark["value"] for mark in watching}) > 1:
+        assert_points_rise_with_their_values(watching)
 
 
 def test_without_marts_the_report_says_what_to_run(stack: RunningStack, tmp_path: Path) -> None:

@@ -36,7 +36,7 @@ USERS_XML = ElementTree.parse(PROJECT_ROOT / "clickhouse" / "users.d" / "cinema.
 ONE_SHOTS = {"airflow-init", "metabase-init", "postgres-setup-publisher", "postgres-setup-subscriber"}
 DEV_ONLY = {"dev-publisher-port", "dev-subscriber-port", "dev-clickhouse-port"}
 # Services whose process is the `cinema` CLI (or runs it, as Airflow's tasks do).
-CINEMA_SERVICES = {"loader", "metabase-init", "airflow-scheduler"}
+CINEMA_SERVICES = {"loader", "metabase-init", "airflow-scheduler", "producer"}
 
 # Who sits on which network: the whole segmentation. A service on a network not
 # listed here, or a new service, fails the matrix test below.
@@ -47,6 +47,7 @@ MEMBERSHIP = {
     "postgres-setup-subscriber": {"subscriber_setup"},
     "clickhouse": {"click_net", "metanet"},
     "loader": {"click_net"},
+    "producer": {"data_postgres"},
     "airflow-postgres": {"airflow_internal"},
     "airflow-init": {"airflow_internal"},
     "airflow-apiserver": {"airflow_internal"},
@@ -69,6 +70,7 @@ REACHES = {
         "airflow-scheduler": {"data_postgres"},
         "dev-publisher-port": {"data_postgres"},
         "postgres-setup-publisher": {"publisher_setup"},
+        "producer": {"data_postgres"},
     },
     "postgres_subscription": {
         "postgres_publicist": {"replication_network"},
@@ -441,6 +443,7 @@ def test_each_container_gets_the_secrets_of_its_own_roles_only() -> None:
         "AIRFLOW__API__SECRET_KEY",
     }
     assert given("metabase-init") == {"METABASE_ADMIN_PASSWORD", "CLICKHOUSE_METABASE_PASSWORD"}
+    assert given("producer") == {"POSTGRES_PRODUCER_PASSWORD"}
     assert given("metabase") == {"MB_DB_PASS", "MB_ENCRYPTION_SECRET_KEY"}
     assert environment_of("airflow-scheduler")["LOADER_RUNS_AS_SERVICE"] == "true"
     # dbt_project/profiles.yml follows the same switch as the rest of the code.

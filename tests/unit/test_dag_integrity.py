@@ -43,11 +43,11 @@ socket.create_connection = refuse("socket create_connection")
 subprocess.Popen.__init__ = refuse("subprocess")
 
 bag = DagBag(dag_folder=sys.argv[1])
-dag = bag.dags.get("cinema_elt")
 errors = {str(path): str(error) for path, error in bag.import_errors.items()}
-report = {"import_errors": errors, "io": attempts, "dags": list(bag.dags)}
-if dag is not None:
-    report |= {
+report = {"import_errors": errors, "io": attempts, "dags": sorted(bag.dags)}
+
+def describe(dag):
+    return {
         "tags": sorted(dag.tags),
         "catchup": dag.catchup,
         "start_date_tz": str(dag.start_date.tzinfo) if dag.start_date else None,
@@ -55,11 +55,16 @@ if dag is not None:
         "max_active_runs": dag.max_active_runs,
         "paused_at_creation": dag.is_paused_upon_creation,
         "timetable": type(dag.timetable).__name__,
+        "every_seconds": getattr(dag.timetable, "delta", None) and dag.timetable.delta.total_seconds(),
         "tasks": {
             t.task_id: {"retries": t.retries, "upstream": sorted(t.upstream_task_ids), "pool": t.pool}
             for t in dag.tasks
         },
     }
+
+if (dag := bag.dags.get("cinema_elt")) is not None:
+    report |= describe(dag)
+report["others"] = {dag_id: describe(dag) for dag_id, dag in bag.dags.items() if dag_id != "cinema_elt"}
 print("REPORT " + json.dumps(report))
 """
 
@@ -96,7 +101,9 @@ def dag_report(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Any]:
 
 def test_the_dag_folder_imports_without_errors(dag_report):
     assert dag_report["import_errors"] == {}
-    assert dag_report["dags"] == ["cinema_elt"]
+    # Every DAG file in dags/ is in the bag the tests below inspect.
+    files = sorted(path.stem for path in DAGS.glob("*.py"))
+    assert dag_report["dags"] == files == ["cinema_elt", "cinema_refresh"]
 
 
 def test_importing_the_dags_does_no_io(dag_report):
@@ -138,3 +145,18 @@ def test_the_pipeline_runs_in_order(dag_report):
     assert all(spec["upstream"] for task, spec in tasks.items() if task.startswith("transform."))
     assert tasks["report"]["upstream"] == ["reconcile"]
     assert all(upstream.startswith("transform.") for upstream in tasks["reconcile"]["upstream"])
+
+
+def test_the_refresh_dag_runs_on_the_cadence_and_never_overlaps_itself(dag_report):
+    refresh = dag_report["others"]["cinema_refresh"]
+    assert refresh["catchup"] is False
+    assert refresh["start_date_tz"] == "UTC"
+    assert refresh["max_active_runs"] == 1
+    assert refresh["paused_at_creation"] is False
+    # MARTS_REFRESH_SECONDS' default, the probe's environment not setting it.
+    assert refresh["timetable"] == "DeltaTriggerTimetable"
+    assert refresh["every_seconds"] == 60
+    assert "refresh_marts" in refresh["doc_md"]
+    assert {"cinema", "live"} <= set(refresh["tags"])
+    assert refresh["tasks"]["refresh_marts"]["upstream"] == ["load_warehouse"]
+    assert all(task["retries"] >= 2 for task in refresh["tasks"].values())

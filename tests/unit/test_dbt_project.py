@@ -84,7 +84,11 @@ CONTRACT = {
         "loaded_at",
         "exclusion_reason",
     ],
+    "now_watching": ["minute", "viewers", "playing_sessions", "sessions_in_progress"],
 }
+# Every mart says how current it is, in its last column.
+for _columns in CONTRACT.values():
+    _columns.append("as_of")
 
 
 @pytest.fixture(scope="module")

@@ -52,6 +52,7 @@ LAYERS = (
     ("cinema.orchestrate", TOP),
     ("cinema.reconcile", TOP),
     ("cinema.status", TOP),
+    ("cinema.live", TOP),
     ("cinema.airflow_standalone", TOP),
     ("dags", TOP),
 )

@@ -39,6 +39,10 @@ MARTS = [
     "INSERT INTO cinema_marts.device_country_breakdown VALUES ('phone', 'mobile', 'DE', 'Germany', 'Europe', 3, 2,"
     " 1.25, 0.3), ('phone', 'mobile', 'FR', '', '', 1, 1, 0.5, 1), ('smart_tv', 'tv', 'DE', 'Germany', 'Europe',"
     " 4, 3, 6, 0.75)",
+    "CREATE TABLE cinema_marts.now_watching (minute DateTime('UTC'), viewers UInt64, playing_sessions UInt64,"
+    " sessions_in_progress UInt64, as_of DateTime64(6, 'UTC')) ENGINE = MergeTree ORDER BY minute",
+    "INSERT INTO cinema_marts.now_watching VALUES ('2026-01-02 21:01:00', 4, 4, 5, '2026-01-02 21:01:30'),"
+    " ('2026-01-02 21:00:00', 3, 3, 3, '2026-01-02 21:01:30')",
 ]
 
 RUN_ON_CHDB = """
@@ -101,6 +105,10 @@ def test_every_card_runs_on_the_marts_and_charts_its_own_columns() -> None:
     ]
     assert results["Watch hours by device"]["rows"] == [["smart_tv", 6.0], ["phone", 1.8]]
     assert results["Top countries by watch hours"]["rows"] == [["Germany", 7.2, 7], ["FR", 0.5, 1]]
+    assert results["Now watching"]["rows"] == [
+        ["2026-01-02 21:00:00", 3, 3, "2026-01-02 21:01:30"],
+        ["2026-01-02 21:01:00", 4, 5, "2026-01-02 21:01:30"],
+    ]
 
 
 def test_the_dashboard_grid_has_no_overlaps_and_fits_metabase_width() -> None:

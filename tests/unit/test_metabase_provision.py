@@ -182,7 +182,7 @@ def test_first_run_creates_everything_in_the_recorded_order(
     assert metabase.served == len(CONTRACT["first_run"])
     assert f"dashboard: {url}/dashboard/3" in result.output
     assert "card 'Top countries by watch hours' #16" in result.output
-    assert "6 cards on dashboard #3" in result.output
+    assert "7 cards on dashboard #3" in result.output
 
 
 def test_rerun_only_reads(
@@ -220,6 +220,7 @@ def test_interrupted_run_is_completed_without_duplicates(
         {**rerun["GET", "/api/card?f=all"], "response": cards_so_far},
         first["POST", "/api/card", "Watch hours by device"],
         first["POST", "/api/card", "Top countries by watch hours"],
+        first["POST", "/api/card", "Now watching"],
         rerun["GET", "/api/collection/root/items?models=dashboard"],
         first["GET", "/api/dashboard/3", None],
         first["PUT", "/api/dashboard/3", None],

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from dataclasses import replace
 from datetime import UTC, date, datetime
 from html.parser import HTMLParser
 
@@ -81,3 +82,16 @@ def test_numbers_are_written_for_people() -> None:
     assert nice_axis(0.9) == [0, 0.25, 0.5, 0.75, 1.0]
     assert device_name("smart_tv") == "Smart TV"
     assert device_name("streaming_stick") == "Streaming stick"
+
+
+def test_now_watching_shows_each_minute_and_how_current_the_marts_are() -> None:
+    minutes = [(datetime(2026, 3, 4, 21, minute, tzinfo=UTC), 40 + minute, 50 + minute) for minute in range(45)]
+    with_live = replace(marts(), now_watching=minutes, as_of=datetime(2026, 3, 4, 21, 44, 30, tzinfo=UTC))
+    page = render(with_live, datetime(2026, 3, 5, tzinfo=UTC))
+    text = "".join(Page(page).text)
+    assert Page(page).elements.count("svg") == 7
+    assert "Now watching" in text
+    assert "marts as of 2026-03-04 21:44:30 UTC" in text
+    assert "21:44 UTC: 84 viewers watching, 94 sessions in progress" in text
+    # Without live data the section is left out rather than drawn empty.
+    assert "Now watching" not in render(marts(), datetime(2026, 3, 5, tzinfo=UTC))
