@@ -62,7 +62,7 @@ def windows(rows: Iterator[Row], anchor_ms: int, window_ms: int = WINDOW_MS) -> 
     current: list[Row] = []
     number = 0
     for row in rows:
-        clock = max(clock, row[8])
+        clock = max(clock, row.received_ms)
         row_window = (clock - anchor_ms) // window_ms
         if row_window != number and current:
             yield Window(number, anchor_ms + (number + 1) * window_ms, current)
