@@ -34,7 +34,7 @@ from cinema.settings import Settings
 from producer.behaviour import Behaviour
 from producer.catalog import load_movies, make_users
 from producer.ground_truth import GroundTruthWriter
-from producer.stream import EventStream, PoolArrivals, Row, World, backfill_stream
+from producer.stream import RECEIVED_MS, EventStream, PoolArrivals, Row, World, backfill_stream
 from producer.writer import Chunk, ChunkWriters, committed_chunks, copy_text, ensure_reference_data
 
 log = logging.getLogger(__name__)
@@ -155,17 +155,17 @@ def _pace(stream: Iterator[Row], writers: ChunkWriters, end_ms: int, chunk_size:
     pending: list[Row] = []
     number = 0
     upcoming = next(stream, None)
-    while upcoming is not None and upcoming.received_ms < end_ms:
+    while upcoming is not None and upcoming[RECEIVED_MS] < end_ms:
         now_ms = int(time.time() * 1000)
-        while upcoming is not None and upcoming.received_ms <= now_ms and len(pending) < chunk_size:
+        while upcoming is not None and upcoming[RECEIVED_MS] <= now_ms and len(pending) < chunk_size:
             pending.append(upcoming)
             upcoming = next(stream, None)
         if pending:
             writers.submit(Chunk(number, len(pending), copy_text(pending)))
             number += 1
             pending = []
-        if upcoming is not None and upcoming.received_ms > now_ms:
-            time.sleep(min(LIVE_FLUSH_SECONDS, (upcoming.received_ms - now_ms) / 1000))
+        if upcoming is not None and upcoming[RECEIVED_MS] > now_ms:
+            time.sleep(min(LIVE_FLUSH_SECONDS, (upcoming[RECEIVED_MS] - now_ms) / 1000))
 
 
 def _serve_until_signalled(settings: Settings, generation: Generation, rate: float) -> Outcome:

@@ -123,7 +123,7 @@ def parse_event(line: str) -> Event:
             problems.append(f"{name} {error}, got {quoted(event[name])}")
     if problems:
         raise ValueError("; ".join(problems))
-    return Event._make(row)
+    return cast(Event, tuple(row))
 
 
 def decode_line(raw: bytes) -> str:
@@ -194,7 +194,7 @@ def ingest_file(settings: Settings, path: Path) -> int:
                 # Received now, by the publisher's clock, as its default would stamp it.
                 cursor.execute("SELECT (extract(epoch FROM now()) * 1000)::bigint")
                 (received_ms,) = cast(tuple[int], cursor.fetchone())
-                delivered = [Row(*event, received_ms) for _, event in rows]
+                delivered: list[Row] = [(*event, received_ms) for _, event in rows]
                 cursor.copy_expert(COPY_EVENTS, io.StringIO(copy_text(delivered)))
             connection.commit()
         except (psycopg2.IntegrityError, psycopg2.DataError) as error:

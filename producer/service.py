@@ -27,7 +27,7 @@ from cinema.settings import Settings
 from producer.catalog import load_movies, make_users
 from producer.generate_events import Generation, Outcome
 from producer.ground_truth import GroundTruthWriter
-from producer.stream import EventStream, PoolArrivals, Row, World
+from producer.stream import RECEIVED_MS, EventStream, PoolArrivals, Row, World
 from producer.writer import Chunk, ChunkWriters, committed_chunks, copy_text, ensure_reference_data
 
 WINDOW_MS = 100
@@ -62,7 +62,7 @@ def windows(rows: Iterator[Row], anchor_ms: int, window_ms: int = WINDOW_MS) -> 
     current: list[Row] = []
     number = 0
     for row in rows:
-        clock = max(clock, row.received_ms)
+        clock = max(clock, row[RECEIVED_MS])
         row_window = (clock - anchor_ms) // window_ms
         if row_window != number and current:
             yield Window(number, anchor_ms + (number + 1) * window_ms, current)

@@ -9,7 +9,7 @@ ANCHOR_MS = 1_800_000_000_000
 
 
 def row(name: str, at_ms: int) -> Row:
-    return Row(name, "session", 1, 1, "phone", "heartbeat", 0, ANCHOR_MS + at_ms, ANCHOR_MS + at_ms)
+    return (name, "session", 1, 1, "phone", "heartbeat", 0, ANCHOR_MS + at_ms, ANCHOR_MS + at_ms)
 
 
 def test_rows_fall_into_the_window_of_the_stream_clock() -> None:
