@@ -14,6 +14,8 @@ from tests.unit.test_report import marts
 README = (DBT_PROJECT.parent / "README.md").read_text()
 BY_PLAYBACK_DAY = {"active_viewers", "watch_hours"}
 BY_START_DAY = {"sessions", "avg_session_minutes", "completion_rate"}
+# How current the mart is, not a figure: no day to attribute.
+AS_OF = "as_of"
 
 
 def daily_viewing_columns() -> dict[str, str]:
@@ -24,7 +26,7 @@ def daily_viewing_columns() -> dict[str, str]:
 
 def test_every_column_of_daily_viewing_states_its_attribution_rule():
     columns = daily_viewing_columns()
-    assert set(columns) == {"day", *BY_PLAYBACK_DAY, *BY_START_DAY}
+    assert set(columns) == {"day", *BY_PLAYBACK_DAY, *BY_START_DAY, AS_OF}
     assert {name for name, text in columns.items() if text.startswith("By playback day:")} == BY_PLAYBACK_DAY
     assert {name for name, text in columns.items() if text.startswith("By start day:")} == BY_START_DAY
 

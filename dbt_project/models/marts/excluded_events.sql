@@ -30,4 +30,4 @@ final as (
 
 )
 
-select * from final
+select *, {{ marts_as_of() }} as as_of from final
