@@ -135,10 +135,7 @@ def crash_subscriber(settings: Settings, how: str, pause_seconds: float) -> None
         60,
         "the crashed subscriber's processes to exit",
     )
-    # Where nothing reaps orphans (a container's init), the killed postmaster lingers as a
-    # zombie whose pid still answers, and its lock files would make it look alive.
-    (files.data_dir / "postmaster.pid").unlink(missing_ok=True)
-    (files.socket_dir / f".s.PGSQL.{settings.subscriber.port}.lock").unlink(missing_ok=True)
+    # The dead postmaster's lock files stay: `cinema stack up` must see through them.
 
 
 def start_live_generate(
