@@ -6,8 +6,8 @@ anything else stops the loader). `follow` (the service) and `drain` (load what i
 committed, then return) drive it, both stopped by a `threading.Event` after the current
 batch; every wait on the way wakes on that event. `resync` only re-baselines.
 
-The protocol's errors and batch are importable from here too: this is the module the
-CLI, the DAGs and the tests call.
+The protocol's errors and batch are importable from here too: this is the module that
+`cinema load`, `cinema live` and the tests call.
 """
 
 from __future__ import annotations

@@ -84,6 +84,9 @@ def live_run(stack, tmp_path_factory):
 
 def test_sigterm_stops_everything_cleanly(live_run):
     assert live_run.exit_codes == [0, 0], live_run.outputs
+    # cinema.signals.stop_on_signals: reported outside the handler, a second signal would stop at once.
+    for output in live_run.outputs:
+        assert "SIGTERM: stopping the producer; the loader finishes its batch, the refresh its run" in output
     assert _producer_processes() == []
     # The warehouse is free again: another process can open it at once.
     assert lock_holder(live_run.stack.settings.warehouse) in ("nobody", "an unknown process")
