@@ -3,9 +3,9 @@
 chdb runs ClickHouse inside this process, and only one process may open a given
 data directory at a time (chdb itself fails with "Cannot lock file .../status").
 `open_warehouse` therefore takes an exclusive lock file beside the directory first:
-a second process waits for its turn (up to CLICKHOUSE_CHDB_LOCK_TIMEOUT_SECONDS)
-and, if the turn never comes, fails with a message naming the holder, instead
-of chdb's low-level error. The lock is released when the client is closed or the
+a second process waits for its turn (up to CLICKHOUSE_CHDB_LOCK_TIMEOUT_SECONDS, or
+until its stop event is set) and, if the turn never comes, fails with a message
+naming the holder, instead of chdb's low-level error. The lock is released when the client is closed or the
 process exits, even by kill -9 (the kernel drops flock locks with the process).
 """
 
