@@ -38,6 +38,7 @@ from clickhouse_connect.driver.client import Client
 from cinema.names import MARTS_DATABASE
 from cinema.paths import executable
 from cinema.settings import Settings
+from cinema.signals import stop_on_signals
 
 log = logging.getLogger("cinema.live")
 
@@ -322,11 +323,9 @@ def live(
         f"live: {rate:,.0f} events/s (seed {seed}), marts every {settings.marts_refresh_seconds:g}s; Ctrl-C stops",
         err=True,
     )
-    stop = threading.Event()
-    for signal_number in (signal.SIGTERM, signal.SIGINT):
-        signal.signal(signal_number, lambda *_: stop.set())
     options = ["--users", str(users), "--writers", str(writers), "--dirty-rate", str(dirty_rate)]
-    refreshes = run_live(settings, stop, rate=rate, seed=seed, producer_options=options, duration_seconds=duration)
+    with stop_on_signals("stopping the producer; the loader finishes its batch, the refresh its run") as stop:
+        refreshes = run_live(settings, stop, rate=rate, seed=seed, producer_options=options, duration_seconds=duration)
     click.echo(f"live: stopped after {len(refreshes)} refresh(es) of the marts", err=True)
 
 

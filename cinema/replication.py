@@ -8,12 +8,20 @@ so this holds even while new writes keep arriving.
 
 from __future__ import annotations
 
+import logging
 import threading
 import time
 
 from cinema import db
 from cinema.names import SUBSCRIPTION
+from cinema.retrying import poll
 from cinema.settings import Settings
+
+log = logging.getLogger(__name__)
+
+POLL_SECONDS = 0.1
+# A wait longer than this is worth a line: the caller may sit here for its whole timeout.
+ANNOUNCE_AFTER_SECONDS = 1.0
 
 
 class ReplicationTimeout(TimeoutError):
@@ -51,20 +59,30 @@ def wait_for_subscriber(
     """Block until the subscriber has everything the publisher committed before the
     call (or up to `target_lsn`), or until `stop` is set; return the seconds it took."""
     target = target_lsn or publisher_lsn(settings)
-    stop = stop or threading.Event()
     began = time.monotonic()
-    while not stop.is_set():
+    remaining: int | None = None
+    announced = False
+
+    def caught_up() -> bool:
+        nonlocal remaining, announced
         remaining = remaining_bytes(settings, target)
         if remaining is None:
             raise SubscriptionMissing(
                 f"the publisher has no replication slot {SUBSCRIPTION}; run `cinema stack up` to recreate it"
             )
-        if remaining == 0:
-            return time.monotonic() - began
-        if time.monotonic() - began > timeout_seconds:
-            raise ReplicationTimeout(
-                f"after {timeout_seconds:.0f}s the subscription {SUBSCRIPTION} is {remaining} WAL bytes behind "
-                f"publisher position {target}; check `cinema stack status` and the subscriber's log"
+        if remaining and not announced and time.monotonic() - began >= ANNOUNCE_AFTER_SECONDS:
+            announced = True
+            log.info(
+                "waiting for the subscriber to receive what the publisher committed",
+                extra={"behind_bytes": remaining, "publisher_lsn": target, "timeout_seconds": timeout_seconds},
             )
-        stop.wait(0.1)
+        return remaining == 0
+
+    def behind() -> ReplicationTimeout:
+        return ReplicationTimeout(
+            f"after {timeout_seconds:.0f}s the subscription {SUBSCRIPTION} is {remaining} WAL bytes behind "
+            f"publisher position {target}; check `cinema stack status` and the subscriber's log"
+        )
+
+    poll(caught_up, timeout_seconds=timeout_seconds, interval=POLL_SECONDS, timed_out=behind, stop=stop)
     return time.monotonic() - began

@@ -27,7 +27,6 @@ import socket
 import stat
 import subprocess
 import tempfile
-import time
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -36,6 +35,7 @@ from cinema import db
 from cinema.logs import private_log
 from cinema.names import SUBSCRIPTION
 from cinema.paths import POSTGRES_INIT
+from cinema.retrying import poll
 from cinema.settings import PostgresServer, Settings
 
 log = logging.getLogger(__name__)
@@ -278,14 +278,15 @@ def _clear_dead_server(files: ServerFiles) -> None:
     pid = _postmaster_pid(files)
     if pid is None:
         return
-    deadline = time.monotonic() + DYING_SERVER_WAIT_SECONDS
-    while any(_processes_in(files.data_dir.resolve())):
-        if time.monotonic() > deadline:
-            raise StackError(
-                f"the processes of a PostgreSQL server that died are still running in {files.data_dir} after "
-                f"{DYING_SERVER_WAIT_SECONDS:.0f}s: stop them, then run `cinema stack up` again"
-            )
-        time.sleep(0.1)
+    poll(
+        lambda: not any(_processes_in(files.data_dir.resolve())),
+        timeout_seconds=DYING_SERVER_WAIT_SECONDS,
+        interval=0.1,
+        timed_out=lambda: StackError(
+            f"the processes of a PostgreSQL server that died are still running in {files.data_dir} after "
+            f"{DYING_SERVER_WAIT_SECONDS:.0f}s: stop them, then run `cinema stack up` again"
+        ),
+    )
     log.info("removing the lock files of a server that died", extra={"pid": pid, "data_dir": str(files.data_dir)})
     (files.data_dir / "postmaster.pid").unlink(missing_ok=True)
     for lock in files.socket_dir.glob(".s.PGSQL.*.lock"):
@@ -415,23 +416,30 @@ def apply_init(settings: Settings, side: str) -> None:
 
 def wait_for_initial_sync(settings: Settings, timeout_seconds: float = 60.0) -> None:
     """Block until every subscribed table finished its initial copy ('r'eady)."""
-    deadline = time.monotonic() + timeout_seconds
+    pending = 0
     with db.closing(db.monitor(settings, "subscriber")) as connection:
-        while True:
-            pending = db.scalar(
-                connection,
-                "SELECT count(*) FROM pg_subscription_rel r JOIN pg_subscription s ON s.oid = r.srsubid "
-                "WHERE s.subname = %s AND r.srsubstate <> 'r'",
-                (SUBSCRIPTION,),
-            )
-            if pending == 0:
-                return
-            if time.monotonic() > deadline:
-                raise StackError(
-                    f"{pending} table(s) still in initial sync after {timeout_seconds:.0f}s; "
-                    f"see {ServerFiles.of(settings, settings.subscriber).log_file}"
+
+        def synced() -> bool:
+            nonlocal pending
+            pending = int(
+                db.scalar(
+                    connection,
+                    "SELECT count(*) FROM pg_subscription_rel r JOIN pg_subscription s ON s.oid = r.srsubid "
+                    "WHERE s.subname = %s AND r.srsubstate <> 'r'",
+                    (SUBSCRIPTION,),
                 )
-            time.sleep(0.2)
+            )
+            return pending == 0
+
+        poll(
+            synced,
+            timeout_seconds=timeout_seconds,
+            interval=0.2,
+            timed_out=lambda: StackError(
+                f"{pending} table(s) still in initial sync after {timeout_seconds:.0f}s; "
+                f"see {ServerFiles.of(settings, settings.subscriber).log_file}"
+            ),
+        )
 
 
 PORT_SETTINGS = {"publisher": "POSTGRES_PUBLICIST_PORT", "subscriber": "POSTGRES_SUBSCRIPTION_PORT"}

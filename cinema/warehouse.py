@@ -3,9 +3,9 @@
 chdb runs ClickHouse inside this process, and only one process may open a given
 data directory at a time (chdb itself fails with "Cannot lock file .../status").
 `open_warehouse` therefore takes an exclusive lock file beside the directory first:
-a second process waits for its turn (up to CLICKHOUSE_CHDB_LOCK_TIMEOUT_SECONDS)
-and, if the turn never comes, fails with a message naming the holder, instead
-of chdb's low-level error. The lock is released when the client is closed or the
+a second process waits for its turn (up to CLICKHOUSE_CHDB_LOCK_TIMEOUT_SECONDS, or
+until its stop event is set) and, if the turn never comes, fails with a message
+naming the holder, instead of chdb's low-level error. The lock is released when the client is closed or the
 process exits, even by kill -9 (the kernel drops flock locks with the process).
 """
 
@@ -14,7 +14,7 @@ from __future__ import annotations
 import fcntl
 import os
 import sys
-import time
+import threading
 from collections.abc import Iterator
 from contextlib import contextmanager
 from datetime import UTC, datetime
@@ -24,6 +24,7 @@ from typing import IO, Any
 import clickhouse_connect
 from clickhouse_connect.driver.client import Client
 
+from cinema.retrying import Stopped, poll
 from cinema.settings import Settings, Warehouse
 
 LOCK_POLL_SECONDS = 0.2
@@ -51,25 +52,34 @@ class _ProcessLock:
     users = 0
 
     @classmethod
-    def acquire(cls, warehouse: Warehouse, timeout_seconds: float) -> None:
+    def acquire(cls, warehouse: Warehouse, timeout_seconds: float, stop: threading.Event | None) -> None:
         if cls.handle is None:
             path = lock_path(warehouse)
             path.parent.mkdir(parents=True, exist_ok=True)
             handle = path.open("a+")
-            deadline = time.monotonic() + timeout_seconds
-            while True:
+
+            def taken() -> bool:
                 try:
                     fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
-                    break
                 except BlockingIOError:
-                    if time.monotonic() >= deadline:
-                        handle.close()
-                        raise WarehouseBusy(
-                            f"the embedded warehouse {warehouse.chdb_path} is in use by {lock_holder(warehouse)} "
-                            f"(waited {timeout_seconds:.0f}s). Only one process can open it: stop that process, "
-                            "or run ClickHouse as a server (CLICKHOUSE_INTERFACE=http)."
-                        ) from None
-                    time.sleep(LOCK_POLL_SECONDS)
+                    return False
+                return True
+
+            def busy() -> WarehouseBusy:
+                return WarehouseBusy(
+                    f"the embedded warehouse {warehouse.chdb_path} is in use by {lock_holder(warehouse)} "
+                    f"(waited {timeout_seconds:.0f}s). Only one process can open it: stop that process, "
+                    "or run ClickHouse as a server (CLICKHOUSE_INTERFACE=http)."
+                )
+
+            try:
+                if not poll(
+                    taken, timeout_seconds=timeout_seconds, interval=LOCK_POLL_SECONDS, timed_out=busy, stop=stop
+                ):
+                    raise Stopped(f"stopped waiting for the embedded warehouse, in use by {lock_holder(warehouse)}")
+            except BaseException:
+                handle.close()
+                raise
             handle.seek(0)
             handle.truncate()
             command = " ".join(os.path.basename(arg) if i == 0 else arg for i, arg in enumerate(sys.argv))
@@ -97,9 +107,10 @@ def connect(
     database: str | None = None,
     lock_timeout_seconds: float | None = None,
     client_settings: dict[str, Any] | None = None,
+    stop: threading.Event | None = None,
 ) -> Client:
-    """A client for the configured warehouse. Embedded: takes the process lock,
-    which `close()` on the returned client gives back."""
+    """A client for the configured warehouse. Embedded: takes the process lock, which
+    `close()` on the returned client gives back; waiting for it, `stop` set raises Stopped."""
     warehouse = settings.warehouse
     if warehouse.interface == "http":
         return clickhouse_connect.get_client(
@@ -111,7 +122,7 @@ def connect(
             settings=client_settings,
         )
     timeout = warehouse.lock_timeout_seconds if lock_timeout_seconds is None else lock_timeout_seconds
-    _ProcessLock.acquire(warehouse, timeout)
+    _ProcessLock.acquire(warehouse, timeout, stop)
     try:
         warehouse.chdb_path.mkdir(parents=True, exist_ok=True)
         client = clickhouse_connect.get_client(

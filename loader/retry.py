@@ -1,8 +1,9 @@
 """Which failures the loader retries, and how long it waits between tries.
 
-Kept apart from the batch protocol (loader/service.py) so that the protocol reads without
+Kept apart from the batch protocol (loader/protocol.py) so that the protocol reads without
 them: only the listed ClickHouse codes and broken connections are transient; bad SQL,
-missing rights and data ClickHouse rejects stop the loader at once.
+missing rights and data ClickHouse rejects stop the loader at once. The waiting itself is
+the shared helper's (cinema/retrying.py).
 """
 
 from __future__ import annotations
@@ -11,6 +12,8 @@ import time
 
 import clickhouse_connect.driver.exceptions as clickhouse_errors
 import psycopg2
+
+from cinema.retrying import Backoff, Clock
 
 # Transient failures are retried with exponential backoff up to this delay, for as long
 # as they last within the budget; then the loader stops with the last error.
@@ -61,23 +64,6 @@ def is_transient(error: BaseException) -> bool:
     return False
 
 
-class Backoff:
-    """Exponential delays with a cap, for as long as consecutive failures stay within the budget."""
-
-    def __init__(self) -> None:
-        self._failing_since: float | None = None
-        self._attempts = 0
-
-    def reset(self) -> None:
-        self._failing_since = None
-        self._attempts = 0
-
-    def next_delay(self) -> float | None:
-        now = time.monotonic()
-        if self._failing_since is None:
-            self._failing_since = now
-        if now - self._failing_since > RETRY_BUDGET_SECONDS:
-            return None
-        delay: float = min(RETRY_MAX_DELAY_SECONDS, RETRY_FIRST_DELAY_SECONDS * 2.0 ** min(self._attempts, 32))
-        self._attempts += 1
-        return delay
+def backoff(clock: Clock = time.monotonic) -> Backoff:
+    """The loader's delays between tries: 0.5 s doubling to 30 s, for 300 s of failures in a row."""
+    return Backoff(RETRY_FIRST_DELAY_SECONDS, RETRY_MAX_DELAY_SECONDS, budget_seconds=RETRY_BUDGET_SECONDS, clock=clock)

@@ -15,7 +15,7 @@ Why these choices:
 - users and movies are ReplacingMergeTree(_xid): an update on the publisher arrives as a
   newer row with a higher `_xid`, and the newest version wins (read with FINAL).
 - `_loaded_at` is when the row landed; `_loader_batches` holds the watermark (see
-  loader/service.py) and `_quarantine` the rows ClickHouse cannot hold.
+  loader/protocol.py) and `_quarantine` the rows ClickHouse cannot hold.
 
 On a cluster (CLICKHOUSE_CLUSTER), every statement runs ON CLUSTER and the tables keep
 their names, so the loader's queries and dbt's sources stay the same:

@@ -15,6 +15,7 @@ from typing import Any
 
 import click
 
+from cinema.retrying import Backoff, poll, retry
 from cinema.settings import MetabaseSettings, Settings
 
 log = logging.getLogger(__name__)
@@ -25,6 +26,8 @@ SITE_NAME = "Cinema analytics"
 # A proxy, or Metabase itself while it starts ("initializing"), answers these.
 TRANSIENT_STATUSES = frozenset({502, 503, 504})
 REQUEST_ATTEMPTS = 5
+FIRST_BACKOFF_SECONDS = 0.5
+HEALTH_FIRST_BACKOFF_SECONDS = 1.0
 MAX_BACKOFF_SECONDS = 8.0
 
 
@@ -166,39 +169,47 @@ class MetabaseClient:
         """`send_once`; while Metabase is unavailable, reads and updates are retried with
         a capped backoff. A POST is not: it may have been applied before the answer got
         lost, so the run fails instead, and a rerun finds what it created by name."""
-        delay = 0.5
-        attempt = 1
-        while True:
-            try:
-                return self.send_once(method, path, body)
-            except Unavailable as error:
-                if method == "POST":
-                    raise MetabaseError(f"{error} (a POST is not retried; run the provisioning again)") from error
-                if attempt >= REQUEST_ATTEMPTS:
-                    raise MetabaseError(f"{error} (gave up after {attempt} attempts)") from error
-                log.warning("metabase not answering, retrying", extra={"error": str(error), "attempt": attempt})
-                self.sleep(delay)
-                delay = min(delay * 2, MAX_BACKOFF_SECONDS)
-                attempt += 1
+        try:
+            return retry(
+                lambda: self.send_once(method, path, body),
+                retryable=lambda error: isinstance(error, Unavailable) and method != "POST",
+                backoff=Backoff(FIRST_BACKOFF_SECONDS, MAX_BACKOFF_SECONDS, tries=REQUEST_ATTEMPTS - 1),
+                on_retry=lambda error, attempt, _delay: log.warning(
+                    "metabase not answering, retrying", extra={"error": str(error), "attempt": attempt}
+                ),
+                sleep=self.sleep,
+            )
+        except Unavailable as error:
+            if method == "POST":
+                raise MetabaseError(f"{error} (a POST is not retried; run the provisioning again)") from error
+            raise MetabaseError(f"{error} (gave up after {REQUEST_ATTEMPTS} attempts)") from error
 
 
 def wait_until_healthy(
     client: MetabaseClient, timeout_seconds: float, clock: Callable[[], float] = time.monotonic
 ) -> None:
-    deadline = clock() + timeout_seconds
-    delay = 1.0
-    while True:
+    last = "no answer yet"
+
+    def healthy() -> bool:
+        nonlocal last
         try:
             health = client.send_once("GET", "/api/health")
-            last = f"status {health.get('status')!r}" if isinstance(health, dict) else repr(health)
-            if isinstance(health, dict) and health.get("status") == "ok":
-                return
         except Unavailable as error:
             last = str(error)
-        if clock() >= deadline:
-            raise MetabaseError(f"Metabase at {client.base_url} is not healthy after {timeout_seconds:.0f}s ({last})")
-        client.sleep(delay)
-        delay = min(delay * 2, MAX_BACKOFF_SECONDS)
+            return False
+        last = f"status {health.get('status')!r}" if isinstance(health, dict) else repr(health)
+        return isinstance(health, dict) and health.get("status") == "ok"
+
+    poll(
+        healthy,
+        timeout_seconds=timeout_seconds,
+        interval=Backoff(HEALTH_FIRST_BACKOFF_SECONDS, MAX_BACKOFF_SECONDS),
+        timed_out=lambda: MetabaseError(
+            f"Metabase at {client.base_url} is not healthy after {timeout_seconds:.0f}s ({last})"
+        ),
+        clock=clock,
+        sleep=client.sleep,
+    )
 
 
 def _rows(listing: Any) -> list[dict[str, Any]]:

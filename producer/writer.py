@@ -13,7 +13,6 @@ import io
 import logging
 import queue
 import threading
-import time
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 from datetime import date, timedelta
@@ -24,6 +23,7 @@ import psycopg2.errors
 from psycopg2.extras import execute_values
 
 from cinema.db import Connection
+from cinema.retrying import Backoff, retry
 from producer.catalog import Movie, User
 from producer.stream import Row
 
@@ -43,7 +43,8 @@ EVENT_COLUMNS = (
 # whoever commits first; without it the publisher's default is its transaction's now().
 ROW_COLUMNS = (*EVENT_COLUMNS, "received_at")
 COPY_EVENTS = f"COPY viewing_events ({', '.join(ROW_COLUMNS)}) FROM STDIN"
-RETRY_DELAYS_SECONDS = (0.5, 1, 2, 4, 8, 15, 30)
+# A lost connection is retried after 0.5 s, doubling to 30 s, seven times (about a minute).
+RETRY_FIRST_DELAY_SECONDS, RETRY_MAX_DELAY_SECONDS, RETRIES = 0.5, 30.0, 7
 EPOCH_DAY = date(1970, 1, 1)
 
 
@@ -181,24 +182,30 @@ class ChunkWriters:
                 connection.close()
 
     def _write_with_retries(self, connection: Connection | None, chunk: Chunk) -> Connection:
-        for attempt, delay in enumerate((*RETRY_DELAYS_SECONDS, None)):
-            try:
-                if connection is None or connection.closed:
-                    connection = self._connect()
-                written = write_chunk(connection, self._run_key, chunk)
-            except psycopg2.OperationalError as error:
-                # Transient: the server restarted or the network blinked. The chunk's
-                # bookkeeping row makes the retry safe whether or not the commit landed.
-                if delay is None:
-                    raise
-                log.warning("chunk %d: %s; retry %d in %.1fs", chunk.number, str(error).strip(), attempt + 1, delay)
-                connection = None
-                time.sleep(delay)
-                continue
-            with self._lock:
-                if written:
-                    self.rows_written += chunk.rows
-                else:
-                    self.chunks_skipped += 1
-            return connection
-        raise AssertionError("unreachable: the last retry re-raises")
+        current = connection
+
+        def write() -> tuple[Connection, bool]:
+            nonlocal current
+            if current is None or current.closed:
+                current = self._connect()
+            return current, write_chunk(current, self._run_key, chunk)
+
+        def reconnect(error: Exception, failures: int, delay: float) -> None:
+            # Transient: the server restarted or the network blinked. The chunk's
+            # bookkeeping row makes the retry safe whether or not the commit landed.
+            nonlocal current
+            log.warning("chunk %d: %s; retry %d in %.1fs", chunk.number, str(error).strip(), failures, delay)
+            current = None
+
+        written_on, written = retry(
+            write,
+            retryable=lambda error: isinstance(error, psycopg2.OperationalError),
+            backoff=Backoff(RETRY_FIRST_DELAY_SECONDS, RETRY_MAX_DELAY_SECONDS, tries=RETRIES),
+            on_retry=reconnect,
+        )
+        with self._lock:
+            if written:
+                self.rows_written += chunk.rows
+            else:
+                self.chunks_skipped += 1
+        return written_on

@@ -110,6 +110,25 @@ def rolled_back_transactions(settings: Settings, count: int) -> None:
                 connection.rollback()
 
 
+def pause_idle_walwriter(settings: Settings, walwriter: int) -> None:
+    """SIGSTOP the walwriter between two rounds. Stopped inside a write or an fsync it would
+    hold WALWriteLock, and every commit that needs WAL space, this test's own included,
+    would wait for it forever (seen here on a loaded machine)."""
+    with db.closing(db.admin(settings, "subscriber")) as connection:
+        connection.autocommit = True  # each read sees the activity afresh
+        for _ in range(200):
+            os.kill(walwriter, signal.SIGSTOP)
+            wait_until(
+                lambda: Path(f"/proc/{walwriter}/stat").read_text().split()[2] == "T", 5, "the walwriter to stop"
+            )
+            waiting_for = db.scalar(connection, "SELECT wait_event FROM pg_stat_activity WHERE pid = %s", (walwriter,))
+            if waiting_for == "WalWriterMain":
+                return
+            os.kill(walwriter, signal.SIGCONT)
+            time.sleep(0.01)
+    raise AssertionError("the walwriter was never idle when paused")
+
+
 def crash_subscriber(settings: Settings, how: str, pause_seconds: float) -> None:
     """Pause the walwriter (commits stay visible but unflushed), roll some transactions
     back in the window, then crash the subscriber: `pg_ctl stop -m immediate` or kill -9
@@ -119,7 +138,7 @@ def crash_subscriber(settings: Settings, how: str, pause_seconds: float) -> None
     with db.closing(db.admin(settings, "subscriber")) as connection:
         walwriter = int(db.scalar(connection, "SELECT pid FROM pg_stat_activity WHERE backend_type = 'walwriter'"))
     children = backend_pids(settings)
-    os.kill(walwriter, signal.SIGSTOP)
+    pause_idle_walwriter(settings, walwriter)
     try:
         rolled_back_transactions(settings, 6)
         time.sleep(pause_seconds)

@@ -38,6 +38,7 @@ LAYERS = (
     ("cinema.envfile", GROUND),
     ("cinema.console", GROUND),
     ("cinema.signals", GROUND),
+    ("cinema.retrying", GROUND),
     ("cinema.sandbox", GROUND),
     # Stages: each reads and writes one part of the pipeline.
     ("producer", "producer"),
