@@ -4,11 +4,13 @@ deletes what that batch left and loads it again, exactly once.
 
 Each case tampers with what one pull landed, at the seam the loader pulls through
 (`loader.raw.pull`): a row doubled, a row gone, a user key the subscriber never had,
-timestamps an hour off (as a subscriber session outside UTC would make them).
+timestamps an hour off (as a subscriber session outside UTC would make them). A row
+ClickHouse cannot hold is quarantined instead, with an ERROR line of its own.
 """
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Callable
 from pathlib import Path
 
@@ -182,3 +184,23 @@ def test_timestamps_read_outside_utc_stop_the_batch(stack, tmp_path, monkeypatch
         )
     )
     assert landed == truth
+
+
+def test_each_quarantined_row_gets_an_error_line_with_its_table_key_xid_and_reason(stack, tmp_path, caplog):
+    own = loaded_up_to_date(stack, tmp_path)
+    with publisher_transaction(stack.settings) as connection, connection.cursor() as cursor:
+        (unloadable,) = insert_events(cursor, 1, "infinity")
+        connection.commit()
+    caplog.set_level(logging.ERROR, logger="loader")
+
+    summary = service.drain(own.settings)
+
+    assert summary.quarantined == 1
+    (record,) = [record for record in caplog.records if record.levelno == logging.ERROR]
+    assert record.getMessage() == "quarantined a row ClickHouse cannot hold"
+    assert (record.table, record.key) == ("viewing_events", str(unloadable))
+    assert record.reason.startswith("event_time infinity is outside")
+    # The subscriber's xid, as recorded with the row.
+    assert warehouse_query(own.settings, f"SELECT _xid FROM cinema_raw._quarantine WHERE row_key = '{unloadable}'") == [
+        (record.xid,)
+    ]
