@@ -116,7 +116,7 @@ def loaded_up_to_date(stack: RunningStack, tmp_path: Path) -> RunningStack:
 def new_events_and_a_user_update(stack: RunningStack) -> list[int]:
     with publisher_transaction(stack.settings) as connection, connection.cursor() as cursor:
         ids = insert_events(cursor, 200)
-        cursor.execute("UPDATE users SET display_name = display_name || '.' WHERE user_id = %s", (OWN_USER,))
+        cursor.execute("UPDATE users SET plan = 'basic' WHERE user_id = %s", (OWN_USER,))
         connection.commit()
     wait_for_subscriber(stack.settings)
     return ids
