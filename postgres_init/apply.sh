@@ -37,8 +37,10 @@ psql_bin=${PSQL:-psql}
 # slot of its previous incarnation: inactive (nobody streams from it), and CREATE
 # SUBSCRIPTION fails on it. Its pending changes are of no use, since the new
 # subscription's initial copy takes the tables as they are now, so it is dropped. An
-# active slot of that name is left alone. The replication role may drop slots over a
-# replication connection, so this needs no admin password of the publisher.
+# active slot of that name is left alone: another consumer streams from it (an old
+# subscriber still running, say), and dropping it would cost that consumer its data.
+# The replication role may drop slots over a replication connection, so this needs no
+# admin password of the publisher.
 drop_leftover_slot() {
   local subscriptions leftover
   subscriptions=$("$psql_bin" --no-psqlrc --tuples-only --no-align \
@@ -47,8 +49,15 @@ drop_leftover_slot() {
   leftover=$(PGHOST=$PUBLISHER_HOST_FOR_SUBSCRIBER PGPORT=$PUBLISHER_PORT_FOR_SUBSCRIBER \
     PGDATABASE=$POSTGRES_PUBLICIST_DB PGUSER=cinema_replicator PGPASSWORD=$POSTGRES_REPLICATION_PASSWORD \
     "$psql_bin" --no-psqlrc --tuples-only --no-align "replication=database" \
-    --command "SELECT count(*) FROM pg_replication_slots WHERE slot_name = 'cinema_subscription' AND NOT active")
-  [ "$leftover" = 1 ] || return 0
+    --command "SELECT CASE WHEN active THEN 'pid ' || active_pid ELSE 'inactive' END
+               FROM pg_replication_slots WHERE slot_name = 'cinema_subscription'")
+  if [ -n "$leftover" ] && [ "$leftover" != inactive ]; then
+    echo "apply.sh subscriber: the publisher's slot cinema_subscription is in use by another consumer" \
+      "(walsender $leftover), so no subscription can be created here; it is left alone: stop that consumer" \
+      "(or drop the slot on the publisher if nothing needs it), then run this again" >&2
+    exit 1
+  fi
+  [ "$leftover" = inactive ] || return 0
   echo "apply.sh subscriber: dropping the publisher's leftover slot cinema_subscription (no subscription here yet)" >&2
   PGHOST=$PUBLISHER_HOST_FOR_SUBSCRIBER PGPORT=$PUBLISHER_PORT_FOR_SUBSCRIBER \
     PGDATABASE=$POSTGRES_PUBLICIST_DB PGUSER=cinema_replicator PGPASSWORD=$POSTGRES_REPLICATION_PASSWORD \

@@ -38,7 +38,8 @@ COLUMNS = (
 @dataclass
 class GroundTruthWriter:
     """Writes to a temporary file and renames on close, so a killed run leaves
-    either the previous complete file or none."""
+    either the previous complete file or none. The temporary file is the process's
+    own: two identical generations at once each write, and rename, a whole file."""
 
     path: Path
     sessions: int = 0
@@ -47,7 +48,7 @@ class GroundTruthWriter:
 
     def __enter__(self) -> GroundTruthWriter:
         self.path.parent.mkdir(parents=True, exist_ok=True)
-        self._handle = self.path.with_suffix(".partial").open("w", newline="")
+        self._handle = self.path.with_name(f"{self.path.name}.{os.getpid()}.partial").open("w", newline="")
         self._writer = csv.DictWriter(self._handle, COLUMNS)
         self._writer.writeheader()
         return self

@@ -26,7 +26,7 @@ import pytest
 
 from cinema import db
 from cinema import stack as embedded
-from cinema.names import SUBSCRIPTION
+from cinema.names import QUARANTINE_TABLE, SUBSCRIPTION
 from cinema.replication import wait_for_subscriber
 from cinema.settings import Settings
 from tests.integration.conftest import CINEMA, RunningStack, running_stack
@@ -34,10 +34,13 @@ from tests.integration.test_loader import (
     OWN_MOVIE,
     OWN_USER,
     ensure_own_reference_rows,
+    insert_events,
     loaded_event_ids,
     own_warehouse,
     publisher_ids,
+    publisher_transaction,
     quarantined_event_ids,
+    quarantined_twice,
     scrape,
     start_follow,
     wait_until,
@@ -56,7 +59,8 @@ def faults() -> Iterator[RunningStack]:
 
 
 def tally(settings: Settings) -> dict[str, int]:
-    """Published, loaded (distinct), lost and duplicated events, quarantined ones counting as loaded."""
+    """Published, loaded (distinct), lost and duplicated events, quarantined ones counting as loaded
+    (and quarantine rows beyond one per key)."""
     loaded = Counter(loaded_event_ids(settings))
     landed = set(loaded) | quarantined_event_ids(settings)
     published = publisher_ids(settings)
@@ -66,13 +70,14 @@ def tally(settings: Settings) -> dict[str, int]:
         "lost": len(published - landed),
         "duplicated": sum(count - 1 for count in loaded.values()),
         "unexpected": len(landed - published),
+        "quarantined_twice": quarantined_twice(settings),
     }
 
 
 def assert_exactly_once(settings: Settings, what: str) -> dict[str, int]:
     counts = tally(settings)
     print(f"{what}: {counts}")
-    assert counts["lost"] == counts["duplicated"] == counts["unexpected"] == 0, counts
+    assert counts["lost"] == counts["duplicated"] == counts["unexpected"] == counts["quarantined_twice"] == 0, counts
     return counts
 
 
@@ -226,6 +231,11 @@ def test_subscriber_crashes_under_live_load_lose_and_duplicate_nothing(faults, t
 def test_a_recreated_subscription_is_reloaded_without_a_duplicate(faults, tmp_path):
     own = own_warehouse(faults, tmp_path)
     faults.cinema("generate", "--events", "20000", "--seed", "10601")
+    ensure_own_reference_rows(faults.settings)
+    # Quarantined by the first load; the re-load meets it again and must not quarantine it twice.
+    with publisher_transaction(faults.settings) as connection, connection.cursor() as cursor:
+        (unloadable,) = insert_events(cursor, 1, "infinity")
+        connection.commit()
     own.cinema("load", "--until-caught-up")
     db.run_as_admin(faults.settings, "subscriber", f"DROP SUBSCRIPTION {SUBSCRIPTION}")
     db.run_as_admin(faults.settings, "subscriber", "TRUNCATE viewing_events, users, movies")
@@ -236,6 +246,9 @@ def test_a_recreated_subscription_is_reloaded_without_a_duplicate(faults, tmp_pa
 
     assert_exactly_once(own.settings, "recreated subscription")
     assert "the subscription was recreated" in drained.stderr
+    assert warehouse_query(
+        own.settings, f"SELECT count() FROM cinema_raw.{QUARANTINE_TABLE} WHERE row_key = '{unloadable}'"
+    ) == [(1,)]
 
 
 def test_a_rebuilt_subscriber_gets_its_slot_back_and_loses_nothing(faults, tmp_path):

@@ -57,7 +57,13 @@ def describe(dag):
         "timetable": type(dag.timetable).__name__,
         "every_seconds": getattr(dag.timetable, "delta", None) and dag.timetable.delta.total_seconds(),
         "tasks": {
-            t.task_id: {"retries": t.retries, "upstream": sorted(t.upstream_task_ids), "pool": t.pool}
+            t.task_id: {
+                "retries": t.retries,
+                "retry_exponential_backoff": t.retry_exponential_backoff,
+                "sensor_timeout_seconds": getattr(t, "timeout", None),
+                "upstream": sorted(t.upstream_task_ids),
+                "pool": t.pool,
+            }
             for t in dag.tasks
         },
     }
@@ -119,6 +125,9 @@ def test_the_dag_is_configured_as_a_production_dag(dag_report):
     assert {"cinema", "elt", "dbt"} <= set(dag_report["tags"])
     assert "generate_events" in dag_report["doc_md"]
     assert all(task["retries"] >= 2 for task in dag_report["tasks"].values())
+    # README, "Airflow": two retries with exponential backoff on every task; the sensor times out after 15 minutes.
+    assert all(task["retry_exponential_backoff"] is True for task in dag_report["tasks"].values())
+    assert dag_report["tasks"]["wait_for_subscriber"]["sensor_timeout_seconds"] == 900
 
 
 def test_every_dbt_node_is_a_task_followed_by_its_tests(dag_report):
