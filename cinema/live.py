@@ -1,4 +1,4 @@
-"""`cinema live`: events stream in, the loader follows, the marts refresh every minute.
+"""`cinema live`: events stream in, the loader follows, the marts refresh every 30 s.
 
 One supervised process tree with one warehouse owner. The producer runs as a child
 (`cinema generate --rate R --service`, its own interpreter, so generating events never
