@@ -17,7 +17,8 @@
    tried sustained too; it is compared with replication's standalone apply rate measured
    in the same `make bench` run (bench/replication.py). Over each hold the cores each
    part of the pipeline kept busy are read from /proc (bench/cpu.py): at the capacity and
-   at the first failed rate they show what bounds it.
+   at the first failed rate they show what bounds it. A step that fails while other work
+   kept the machine busy (BUSY_ELSEWHERE_CORES) is measured once more.
 """
 
 from __future__ import annotations
@@ -57,6 +58,9 @@ PRODUCER_CURRENT_SECONDS = 1.0
 RAMP_TIMEOUT_SECONDS = 60.0
 # Bisected rates are rounded to this many events/s.
 RATE_GRAIN = 500.0
+# A failed step during which the machine spent this many cores beyond the pipeline (a quarter of
+# this 2-core machine) on other work is measured once more.
+BUSY_ELSEWHERE_CORES = 0.5
 
 
 def mart_freshness(
@@ -272,7 +276,7 @@ def capacity(settings: Settings, rates: Sequence[float], hold_seconds: float, bi
     figures: dict[str, float] = {"hold_seconds": hold_seconds, "p99_goal_seconds": P99_GOAL_SECONDS}
     by_rate: dict[float, dict[str, float]] = {}
 
-    def sustained(rate: float) -> bool:
+    def measure(rate: float) -> dict[str, float]:
         with _loader_service(loader_environment, probed, workdir) as service:
             # What the subscriber holds first (other sections, earlier steps): the step measures the stream alone.
             backlog = subscriber_xmax(settings)
@@ -281,9 +285,20 @@ def capacity(settings: Settings, rates: Sequence[float], hold_seconds: float, bi
             wait_for_subscriber(settings, timeout_seconds=900)
             target = subscriber_xmax(settings)
             wait_until(lambda: (scrape_watermark(probed) or 0) >= target, 900, "the loader to load the step")
-        by_rate[rate] = _step_figures(own, step)
-        figures.update(by_rate[rate])
-        return bool(by_rate[rate][f"offered_{int(rate)}_sustained"])
+        return _step_figures(own, step)
+
+    def sustained(rate: float) -> bool:
+        prefix = f"offered_{int(rate)}"
+        step_figures = measure(rate) | {f"{prefix}_attempts": 1.0}
+        # The capacity is the pipeline's: a step failed while other work kept the machine busy is measured again.
+        if (
+            not step_figures[f"{prefix}_sustained"]
+            and step_figures[f"{prefix}_cpu_cores_elsewhere"] > BUSY_ELSEWHERE_CORES
+        ):
+            step_figures = measure(rate) | {f"{prefix}_attempts": 2.0}
+        by_rate[rate] = step_figures
+        figures.update(step_figures)
+        return bool(step_figures[f"{prefix}_sustained"])
 
     held, failed = search(rates, bisections, sustained)
     figures["sustained_events_per_second"] = held
