@@ -1,4 +1,4 @@
-"""`cinema live`: events stream in, the loader follows, the marts refresh every minute.
+"""`cinema live`: events stream in, the loader follows, the marts refresh every 30 s.
 
 One supervised process tree with one warehouse owner. The producer runs as a child
 (`cinema generate --rate R --service`, its own interpreter, so generating events never
@@ -43,7 +43,7 @@ from cinema.signals import stop_on_signals
 log = logging.getLogger("cinema.live")
 
 REFRESHES = f"{MARTS_DATABASE}._mart_refreshes"
-# After the first refresh (seeds, views, every model), only what new events change.
+# Once the marts exist (seeds, views, every model built), only what new events change.
 INCREMENTAL_SELECTION = "int_viewing_events_sessionized+"
 STATUS_SECONDS = 1.0
 # Without a terminal, the status goes to the log this often.
@@ -233,7 +233,10 @@ def run_live(
             watermark = loader.metrics.watermark
             # The first refresh waits for the loader's first batch: dbt reads its tables.
             if time.monotonic() >= next_refresh and watermark > 0:
-                refresh = refresh_marts(settings, client, watermark, first=not refreshes)
+                # Seeds, views and every model only while the marts do not exist yet: a restart
+                # refreshes incrementally at once, as `--refresh-once` does.
+                first = not refreshes and marts_as_of(client) is None
+                refresh = refresh_marts(settings, client, watermark, first=first)
                 if not refresh.succeeded:
                     raise LiveError(
                         "a refresh of the marts failed (dbt's errors are above); `cinema transform` shows why"

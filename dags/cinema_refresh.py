@@ -1,7 +1,7 @@
 """
 ### cinema_refresh: the marts kept current while events stream
 
-Every MARTS_REFRESH_SECONDS (default 60), alongside the daily `cinema_elt`:
+Every MARTS_REFRESH_SECONDS (default 30), alongside the daily `cinema_elt`:
 
 1. **load_warehouse** makes sure what the subscriber holds is in ClickHouse: with the
    loader running as its own service (Docker) it waits for it; embedded, it drains

@@ -20,8 +20,9 @@ from cinema.paths import PROJECT_ROOT
 BENCH_JSON = PROJECT_ROOT / "build" / "bench.json"
 PICTURE = PROJECT_ROOT / "pictures" / "freshness.svg"
 QUANTILES = (("p50", "#93c5fd"), ("p95", "#3b82f6"), ("p99", "#1e3a8a"))
-WIDTH, HEIGHT = 640.0, 340.0
-LEFT, RIGHT, TOP, BOTTOM = 64.0, 150.0, 40.0, 48.0
+WIDTH, HEIGHT = 640.0, 364.0
+LEFT, RIGHT, TOP, BOTTOM = 64.0, 150.0, 40.0, 72.0
+LABEL_SPACING = 56.0
 STEP = re.compile(r"offered_(\d+)_freshness_(p50|p95|p99)_seconds")
 
 
@@ -34,6 +35,10 @@ def steps(capacity: dict[str, float]) -> dict[int, dict[str, float]]:
     for rate, values in found.items():
         values["sustained"] = capacity.get(f"offered_{rate}_sustained", 0.0)
     return dict(sorted(found.items()))
+
+
+def _k(rate: int) -> str:
+    return f"{rate / 1000:g}k" if rate >= 1000 else str(rate)
 
 
 def _n(value: float) -> str:
@@ -62,7 +67,8 @@ def draw(capacity: dict[str, float], measured_at: str) -> str:
         f'<rect width="{_n(WIDTH)}" height="{_n(HEIGHT)}" fill="white"/>',
         f'<text x="{_n(LEFT)}" y="20" font-size="13" font-weight="bold">Raw freshness against offered rate</text>',
         f'<text x="{_n(LEFT)}" y="33" fill="#555">'
-        f"publisher insert → visible in ClickHouse; make bench, {measured_at}</text>",
+        f"publisher insert → visible in ClickHouse; capacity {capacity.get('sustained_events_per_second', 0):,.0f} "
+        f"events/s; make bench, {measured_at}</text>",
     ]
     ticks = 4
     for tick in range(ticks + 1):
@@ -78,11 +84,18 @@ def draw(capacity: dict[str, float], measured_at: str) -> str:
         'stroke-dasharray="5 4"/>'
         f'<text x="{_n(WIDTH - RIGHT + 6)}" y="{_n(goal + 4)}" fill="#dc2626">goal: p99 ≤ 1 s</text>'
     )
+    # Bisected rates lie close together: a label too near the previous one goes a row lower.
+    previous_x, lowered = -LABEL_SPACING, False
     for rate, step in by_rate.items():
         mark = "sustained" if step["sustained"] else "not sustained"
+        lowered = sx(rate) - previous_x < LABEL_SPACING and not lowered
+        previous_x = sx(rate)
+        y = HEIGHT - BOTTOM + (16 + 2 * 13 if lowered else 16)
         parts.append(
-            f'<text x="{_n(sx(rate))}" y="{_n(HEIGHT - BOTTOM + 16)}" text-anchor="middle">{rate:,}</text>'
-            f'<text x="{_n(sx(rate))}" y="{_n(HEIGHT - BOTTOM + 29)}" text-anchor="middle" '
+            f'<line x1="{_n(sx(rate))}" x2="{_n(sx(rate))}" y1="{_n(HEIGHT - BOTTOM)}" y2="{_n(y - 10)}" '
+            'stroke="#9ca3af"/>'
+            f'<text x="{_n(sx(rate))}" y="{_n(y)}" text-anchor="middle">{_k(rate)}</text>'
+            f'<text x="{_n(sx(rate))}" y="{_n(y + 12)}" text-anchor="middle" '
             f'fill="{"#15803d" if step["sustained"] else "#b91c1c"}" font-size="9">{mark}</text>'
         )
     parts.append(

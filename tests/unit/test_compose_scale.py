@@ -11,16 +11,21 @@ ClickHouse cluster's XML configuration is checked against the services that run 
 from __future__ import annotations
 
 import importlib.util
+import os
 import re
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
+from unittest import mock
 from xml.etree import ElementTree
 
+import pytest
 import yaml
 
 from cinema.paths import PROJECT_ROOT
+from cinema.settings import marts_refresh_seconds_from_environment
 from tests.unit.clickhouse_parser import syntax_errors
+from tests.unit.compose_resolve import generated_dotenv, interpolated, resolved_environment
 from tests.unit.test_compose_stack import (
     AIRFLOW_HEALTH,
     COMPOSE,
@@ -35,6 +40,7 @@ from tests.unit.test_compose_stack import (
     networks_of,
     reaches,
     settings_read,
+    template_default,
     template_variables,
     xml_users,
 )
@@ -365,9 +371,10 @@ def test_the_scheduler_only_schedules_and_the_workers_run_the_tasks():
 
     assert worker["command"] == CELERY_WORKER_COMMAND
     assert scheduler["command"] == base["command"]
-    # The scheduler keeps nothing of the pipeline: no project setting, no pipeline volume.
+    # The scheduler keeps nothing of the pipeline: no pipeline volume, no project setting but the
+    # refresh DAG's cadence, which every Airflow component parsing the DAG file reads.
     assert {name for name in environment_of("airflow-scheduler", MERGED_SERVICES) if "AIRFLOW__" not in name} == (
-        TOOL_OPT_OUTS
+        TOOL_OPT_OUTS | {"MARTS_REFRESH_SECONDS"}
     )
     assert not any("cinema-state" in str(volume) for volume in scheduler["volumes"])
     # The workers are the base file's scheduler: its image, volumes, start order and
@@ -565,3 +572,20 @@ def test_the_cluster_grants_are_the_single_servers_plus_what_a_cluster_needs():
         assert user.find("grants") is not None and user.find("grants").get("replace") == "replace"  # type: ignore[union-attr]
         assert grants(user) == [*grants(users[user.tag]), "GRANT CLUSTER, REMOTE ON *.*"], user.tag
     assert syntax_errors([f"{query} TO probe" for user in cluster_users for query in grants(user)]) == {}
+
+
+@pytest.mark.parametrize("configuration", [COMPOSE, MERGED], ids=["docker-compose.yaml", "with the scale overlay"])
+def test_every_airflow_component_gets_the_refresh_cadence_of_the_env_file(configuration, tmp_path):
+    """The cinema_refresh DAG reads MARTS_REFRESH_SECONDS where it is parsed and scheduled:
+    each Airflow container must start with the value .env gives, or the template's default."""
+    dotenv = generated_dotenv(tmp_path)
+    cases = ((dotenv, template_default("MARTS_REFRESH_SECONDS")), ({**dotenv, "MARTS_REFRESH_SECONDS": "15"}, "15"))
+    for given, expected in cases:
+        services = interpolated(configuration, given)["services"]
+        airflow = [name for name, service in services.items() if "airflow" in str(service.get("image", ""))]
+        assert {"airflow-scheduler", "airflow-dag-processor"} <= set(airflow)
+        for name in airflow:
+            environment = resolved_environment(services[name])
+            assert environment.get("MARTS_REFRESH_SECONDS") == expected, name
+            with mock.patch.dict(os.environ, environment, clear=True):
+                assert marts_refresh_seconds_from_environment() == float(expected), name

@@ -165,6 +165,14 @@ def settings_read() -> tuple[set[str], set[str]]:
             read.add(node.args[0].value)
             if len(node.args) == 1 and not node.keywords:
                 required.add(node.args[0].value)
+        # `_positive_seconds(config, NAME, default)`: always with a default.
+        if (
+            isinstance(node, ast.Call)
+            and isinstance(node.func, ast.Name)
+            and node.func.id == "_positive_seconds"
+            and isinstance(node.args[1], ast.Constant)
+        ):
+            read.add(str(node.args[1].value))
     return read, required
 
 

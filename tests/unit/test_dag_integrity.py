@@ -19,6 +19,7 @@ import pytest
 
 from cinema import sandbox
 from cinema.paths import DAGS, DBT_PROJECT, PROJECT_ROOT, executable
+from cinema.settings import MARTS_REFRESH_SECONDS_DEFAULT
 
 CINEMA = executable("cinema")
 
@@ -164,7 +165,7 @@ def test_the_refresh_dag_runs_on_the_cadence_and_never_overlaps_itself(dag_repor
     assert refresh["paused_at_creation"] is False
     # MARTS_REFRESH_SECONDS' default, the probe's environment not setting it.
     assert refresh["timetable"] == "DeltaTriggerTimetable"
-    assert refresh["every_seconds"] == 60
+    assert refresh["every_seconds"] == MARTS_REFRESH_SECONDS_DEFAULT == 30
     assert "refresh_marts" in refresh["doc_md"]
     assert {"cinema", "live"} <= set(refresh["tags"])
     assert refresh["tasks"]["refresh_marts"]["upstream"] == ["load_warehouse"]

@@ -39,9 +39,26 @@ def test_each_quantile_is_a_line_through_every_step() -> None:
     assert all(len(re.findall(r"[ML]", path.get("d", ""))) == 3 for path in paths)
     assert len(root.findall("svg:circle", namespace)) == 9
     text = " ".join(element.text or "" for element in root.iter())
-    assert "20,000" in text
+    assert "20k" in text
+    assert "capacity 10,000 events/s" in text
     assert text.count("not sustained") == 1
     assert "goal: p99 ≤ 1 s" in text
+
+
+def test_close_bisected_rates_get_labels_on_alternate_rows() -> None:
+    bisected = {
+        **CAPACITY,
+        **{f"offered_10500_freshness_{name}_seconds": 0.5 for name in ("p50", "p95", "p99")},
+        "offered_10500_sustained": 0.0,
+    }
+    root = ElementTree.fromstring(draw(bisected, "now"))  # noqa: S314 - our own output
+    rows = {
+        element.text: float(element.get("y", "0"))
+        for element in root.iter("{http://www.w3.org/2000/svg}text")
+        if (element.text or "").endswith("k")
+    }
+    assert set(rows) == {"5k", "10k", "10.5k", "20k"}
+    assert rows["10.5k"] > rows["10k"] == rows["20k"]
 
 
 def test_a_bench_without_steps_is_a_clear_error() -> None:
