@@ -2,11 +2,12 @@
 
 The whole `cinema generate` process is timed (start-up, reference data, generation,
 four concurrent writers). References, each into a fresh table with the same constraints:
-- one text COPY of the identical rows, already formatted (psycopg2, what the producer uses);
+- one COPY of the identical rows, already packed as the producer packs them (binary,
+  psycopg2), in one transaction;
 - the fastest way to write them from Python: psycopg 3's binary COPY with the same four
   writers and the same chunk size, the rows already in the Python types COPY sends;
-- generation alone: the same rows made and formatted as COPY text, written nowhere, the
-  producer's own ceiling whatever the driver.
+- generation alone: the same rows made and packed for COPY by the producer's own code,
+  written nowhere, the producer's ceiling whatever the driver.
 """
 
 from __future__ import annotations
@@ -18,7 +19,7 @@ import subprocess
 import threading
 import time
 import uuid
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import replace
 from datetime import UTC, datetime, timedelta
 from typing import Any
@@ -29,9 +30,11 @@ from cinema import db
 from cinema.settings import Settings
 from cinema.stack import apply_init
 from producer.behaviour import Behaviour
+from producer.binary_copy import copy_binary
 from producer.catalog import load_movies, make_users
+from producer.generate_events import chunks
 from producer.stream import Row, World, backfill_stream
-from producer.writer import COPY_EVENTS, ROW_COLUMNS, copy_text, ensure_reference_data
+from producer.writer import COPY_EVENTS, ROW_COLUMNS, ensure_reference_data
 
 PRODUCER_DATABASE = "cinema_bench_producer"
 COPY_DATABASE = "cinema_bench_copy"
@@ -44,11 +47,11 @@ CHUNK_ROWS = 5_000
 BINARY_TYPES = ("uuid", "uuid", "int4", "int4", "text", "text", "int8", "timestamptz", "timestamptz")
 
 
-def _same_rows(events: int) -> list[Row]:
+def _same_stream(events: int) -> Iterator[Row]:
     """The rows `cinema generate --seed SEED --events N` writes."""
     world = World(make_users(USERS), load_movies())
     start_ms, end_ms = int(START.timestamp() * 1000), int(END.timestamp() * 1000)
-    return list(backfill_stream(SEED, world, Behaviour(), 0.0, events, start_ms, end_ms, lambda _record: None))
+    return backfill_stream(SEED, world, Behaviour(), 0.0, events, start_ms, end_ms, lambda _record: None)
 
 
 def _chunks(rows: Sequence[Any]) -> list[Sequence[Any]]:
@@ -56,26 +59,23 @@ def _chunks(rows: Sequence[Any]) -> list[Sequence[Any]]:
 
 
 def _generation_seconds(events: int) -> float:
-    """Making the rows and formatting them as COPY text, as the producer does, writing nowhere."""
+    """Making the rows and packing them for COPY chunk by chunk, as the producer does, writing nowhere."""
     began = time.monotonic()
-    for chunk in _chunks(_same_rows(events)):
-        copy_text(chunk)
+    for _chunk in chunks(_same_stream(events), CHUNK_ROWS, set()):
+        pass
     return time.monotonic() - began
 
 
 def _as_copy_values(row: Row) -> tuple[Any, ...]:
-    event_id, session_id, user_id, movie_id, device, event_type, position, event_ms, received_ms = row
-    event_time, received_at = (datetime.fromtimestamp(ms / 1000, UTC) for ms in (event_ms, received_ms))
     return (
-        uuid.UUID(event_id),
-        uuid.UUID(session_id),
-        user_id,
-        movie_id,
-        device,
-        event_type,
-        position,
-        event_time,
-        received_at,
+        uuid.UUID(bytes=row.event_id),
+        uuid.UUID(bytes=row.session_id),
+        row.user_id,
+        row.movie_id,
+        row.device_type,
+        row.event_type,
+        row.position_ms,
+        *(datetime.fromtimestamp(ms / 1000, UTC) for ms in (row.event_time_ms, row.received_ms)),
     )
 
 
@@ -157,15 +157,15 @@ def run(settings: Settings, cinema: Callable[..., subprocess.CompletedProcess[st
         raise RuntimeError(f"the producer wrote {written} events, expected {events}: {result.stdout}")
     _drop_database(settings, PRODUCER_DATABASE)
 
-    rows = _same_rows(events)
-    text = copy_text(rows)
+    rows = list(_same_stream(events))
+    _, packed = copy_binary(rows)
     _fresh_database(settings, COPY_DATABASE)
     with db.closing(db.admin(settings, "publisher", database=COPY_DATABASE)) as connection:
         connection.autocommit = False
         ensure_reference_data(connection, make_users(USERS), load_movies())
         began = time.monotonic()
         with connection.cursor() as cursor:
-            cursor.copy_expert(COPY_EVENTS, io.StringIO(text), size=1 << 20)
+            cursor.copy_expert(COPY_EVENTS, io.BytesIO(packed), size=1 << 20)
         connection.commit()
         copy_seconds = time.monotonic() - began
     _drop_database(settings, COPY_DATABASE)
