@@ -159,6 +159,15 @@ class World:
         cum = self._user_cum[country_index]
         return self._users[country_index][bisect(cum, rng.random() * cum[-1])]
 
+    def pick_viewer(self, rng: random.Random, time_ms: int) -> User | None:
+        """One candidate viewer by country share, kept with the viewing weight of their local
+        time (thinning): evenings and weekends keep most, nights few."""
+        country = self.pick_country(rng)
+        offset = self.countries[country].utc_offset_minutes
+        if rng.random() * MAX_WEIGHT < viewing_weight(time_ms, offset):
+            return self.pick_user(rng, country)
+        return None
+
     def pick_movie(self, rng: random.Random, user: User) -> Movie:
         weights = [
             weight * (2.5 if movie.genre in user.favourite_genres else 1.0)
@@ -226,31 +235,26 @@ class BackfillArrivals(Arrivals):
     def first(self) -> tuple[int, User] | None:
         return self.after(self._start_ms)
 
-    def _accepted(self, time_ms: int) -> User | None:
-        country = self._world.pick_country(self._rng)
-        offset = self._world.countries[country].utc_offset_minutes
-        if self._rng.random() * MAX_WEIGHT < viewing_weight(time_ms, offset):
-            return self._world.pick_user(self._rng, country)
-        return None
-
     def after(self, time_ms: int) -> tuple[int, User] | None:
         while True:
             time_ms += max(1, int(self._rng.expovariate(self._candidates_per_ms)))
             if time_ms >= self._end_ms:
                 return None
-            if user := self._accepted(time_ms):
+            if user := self._world.pick_viewer(self._rng, time_ms):
                 return time_ms, user
 
     def top_up(self) -> tuple[int, User] | None:
         while True:
             time_ms = self._rng.randrange(self._start_ms, self._end_ms)
-            if user := self._accepted(time_ms):
+            if user := self._world.pick_viewer(self._rng, time_ms):
                 return time_ms, user
 
 
 class PoolArrivals(Arrivals):
     """Live mode: `pool` viewers start within the first heartbeat interval, and each
-    session that ends is replaced, so the event rate is steady from the first seconds."""
+    session that ends is replaced, so the event rate is steady from the first seconds.
+    Who starts follows the viewers' local time as in a backfill: at a fixed rate it is
+    the mix that moves, towards the countries where it is evening."""
 
     def __init__(self, rng: random.Random, world: World, start_ms: int, pool: int, ramp_ms: int) -> None:
         self._rng = rng
@@ -260,8 +264,10 @@ class PoolArrivals(Arrivals):
         self._ramp_ms = ramp_ms
         self._started = 0
 
-    def _user(self) -> User:
-        return self._world.pick_user(self._rng, self._world.pick_country(self._rng))
+    def _arrival(self, time_ms: int) -> tuple[int, User]:
+        while True:
+            if user := self._world.pick_viewer(self._rng, time_ms):
+                return time_ms, user
 
     def first(self) -> tuple[int, User] | None:
         return self.after(self._start_ms)
@@ -270,10 +276,10 @@ class PoolArrivals(Arrivals):
         if self._started >= self._pool:
             return None
         self._started += 1
-        return self._start_ms + self._ramp_ms * self._started // self._pool, self._user()
+        return self._arrival(self._start_ms + self._ramp_ms * self._started // self._pool)
 
     def on_session_end(self, time_ms: int) -> tuple[int, User] | None:
-        return time_ms + MIN_REPLACEMENT_GAP_MS, self._user()
+        return self._arrival(time_ms + MIN_REPLACEMENT_GAP_MS)
 
 
 MIN_REPLACEMENT_GAP_MS = 1_000

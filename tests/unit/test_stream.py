@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import random
 from collections import Counter, defaultdict
 from datetime import UTC, datetime
 
@@ -9,7 +10,16 @@ import pytest
 
 from producer.behaviour import START, Behaviour, SessionEvent
 from producer.catalog import load_movies, make_users
-from producer.stream import Event, Row, SessionRecord, World, backfill_stream, uuid_text, viewing_weight
+from producer.stream import (
+    Event,
+    PoolArrivals,
+    Row,
+    SessionRecord,
+    World,
+    backfill_stream,
+    uuid_text,
+    viewing_weight,
+)
 from tests.unit.test_behaviour import replay
 
 START_MS = int(datetime(2026, 11, 2, tzinfo=UTC).timestamp() * 1000)  # a Monday
@@ -66,6 +76,32 @@ def test_evenings_and_weekends_are_busier():
     assert viewing_weight(tuesday_evening, 0) > 10 * viewing_weight(tuesday_morning, 0)
     # 21:00 UTC is early morning in Tokyo.
     assert viewing_weight(tuesday_evening, 540) < viewing_weight(tuesday_evening, 0)
+
+
+def live_countries(world: World, at: datetime, pool: int = 3000) -> Counter[str]:
+    """The countries of a live pool's viewers, started at `at`."""
+    start_ms = int(at.timestamp() * 1000)
+    arrivals = PoolArrivals(random.Random(7), world, start_ms, pool, ramp_ms=30_000)
+    countries: Counter[str] = Counter()
+    arrival = arrivals.first()
+    while arrival is not None:
+        countries[arrival[1].country.code] += 1
+        arrival = arrivals.after(arrival[0])
+    # A session that ends is replaced by a viewer of that moment.
+    replacement = arrivals.on_session_end(start_ms)
+    assert replacement is not None
+    countries[replacement[1].country.code] += 1
+    return countries
+
+
+def test_live_viewers_follow_their_local_evening(world):
+    """At a fixed rate (the pool of viewers) it is the mix that moves: at 12:00 UTC it is
+    21:00 in Tokyo and 07:00 in New York; at 02:00 UTC the other way round."""
+    tokyo_evening = live_countries(world, datetime(2026, 11, 3, 12, tzinfo=UTC))
+    new_york_evening = live_countries(world, datetime(2026, 11, 4, 2, tzinfo=UTC))
+    assert sum(tokyo_evening.values()) == sum(new_york_evening.values()) == 3001
+    assert tokyo_evening["JP"] > 3 * new_york_evening["JP"]
+    assert new_york_evening["US"] > 3 * tokyo_evening["US"]
 
 
 def test_popular_movies_are_watched_more(world):
