@@ -54,11 +54,6 @@ class SessionEvent(NamedTuple):
     time_ms: int
 
 
-# Built with tuple.__new__ on the hot path: the NamedTuple's generated __new__ is a Python
-# call more per event.
-_new_event = tuple.__new__
-
-
 @dataclass(frozen=True)
 class SessionTruth:
     """What really happened in a session, in the units of the marts."""
@@ -152,6 +147,13 @@ class Session:
 
     def next_event(self) -> SessionEvent | None:
         """The next event, or None once the session is over."""
+        event_type = self.advance()
+        return None if event_type is None else SessionEvent(event_type, self.position_ms, self.time_ms)
+
+    def advance(self) -> str | None:
+        """Move on to the next event and return its type; its position and time are then the
+        session's `position_ms` and `time_ms` (until it advances again). None once the session
+        is over. The event stream's way: no object per event on its hot path."""
         if self._ended:
             return None
         if self.events == 0:
@@ -172,19 +174,18 @@ class Session:
             runtime_ms=self.movie.runtime_ms,
         )
 
-    def _emit(self, event_type: str, elapsed_ms: int) -> SessionEvent:
+    def _emit(self, event_type: str, elapsed_ms: int) -> str:
         self.time_ms += elapsed_ms
         self.events += 1
         self.max_position_ms = max(self.max_position_ms, self.position_ms)
-        event: SessionEvent = _new_event(SessionEvent, (event_type, self.position_ms, self.time_ms))
-        return event
+        return event_type
 
     def _quit_chance(self) -> float:
         progress = self.position_ms / self._runtime_ms
         opening, middle, last_act = self._quit_chances
         return opening if progress < 0.1 else middle if progress < 0.8 else last_act
 
-    def _while_playing(self) -> SessionEvent | None:
+    def _while_playing(self) -> str | None:
         rng = self._rng
         step = self._step_ms
         runtime = self._runtime_ms
@@ -221,7 +222,7 @@ class Session:
             self.position_ms = max(0, min(runtime - MIN_GAP_MS, self.position_ms + jump))
         return self._emit(action, elapsed)
 
-    def _while_paused(self) -> SessionEvent | None:
+    def _while_paused(self) -> str | None:
         rng = self._rng
         # Pauses are mostly short (a drink, a phone call), sometimes long (dinner).
         duration = max(MIN_GAP_MS, min(int(rng.lognormvariate(11.4, 1.1)), 4 * 3_600_000))

@@ -28,7 +28,7 @@ from dataclasses import dataclass, field
 from itertools import accumulate, count, islice
 from typing import Any, NamedTuple
 
-from producer.behaviour import HEARTBEAT, PAUSE, SEEK, STOP, Behaviour, Session, SessionEvent, SessionTruth
+from producer.behaviour import HEARTBEAT, PAUSE, SEEK, STOP, Behaviour, Session, SessionTruth
 from producer.catalog import Movie, User
 
 DIRTY_KINDS = ("duplicate", "late", "orphan")
@@ -311,7 +311,7 @@ class _Live:
 
 # Heap entry kinds; the sequence number keeps equal times in creation order.
 _ARRIVAL, _EVENT, _DELIVERY = 0, 1, 2
-# (time ms, sequence, kind, then per kind: user / live session and its event / record and row).
+# (time ms, sequence, kind, then per kind: user / live session and its event type / record and row).
 _Entry = tuple[int, int, int, Any, Any]
 
 
@@ -386,19 +386,22 @@ class EventStream:
         self._advance(live)
 
     def _advance(self, live: _Live) -> None:
-        event = live.session.next_event()
-        if event is None:
-            live.record.truth = live.session.truth()
+        session = live.session
+        event_type = session.advance()
+        if event_type is None:
+            live.record.truth = session.truth()
             live.record.simulation_over = True
             self._finish_if_complete(live.record)
-            self._push_arrival(self.arrivals.on_session_end(live.session.time_ms))
+            self._push_arrival(self.arrivals.on_session_end(session.time_ms))
         else:
-            self._push(event.time_ms, _EVENT, live, event)
+            # A session has one event in the heap at a time and advances only once it is
+            # delivered: until then its position and time are that event's.
+            self._push(session.time_ms, _EVENT, live, event_type)
 
-    def _deliver_event(self, live: _Live, event: SessionEvent) -> Row | None:
+    def _deliver_event(self, live: _Live, event_type: str) -> Row | None:
         """The row to deliver now, if it is not held back; a redelivery is scheduled too."""
-        record = live.record
-        time_ms = event.time_ms
+        record, session = live.record, live.session
+        time_ms = session.time_ms
         row: Row = _new_row(
             Row,
             (
@@ -407,8 +410,8 @@ class EventStream:
                 live.user_id,
                 live.movie_id,
                 record.device_type,
-                event.event_type,
-                event.position_ms,
+                event_type,
+                session.position_ms,
                 time_ms,
                 time_ms,
             ),
