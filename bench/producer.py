@@ -2,8 +2,9 @@
 
 The whole `cinema generate` process is timed (start-up, reference data, generation,
 four concurrent writers). References, each into a fresh table with the same constraints:
-- one COPY of the identical rows, already packed as the producer packs them (binary,
-  psycopg2), in one transaction;
+- the producer's own writing without its generation: the identical rows packed chunk by
+  chunk (timed) and committed by its four ChunkWriters (psycopg2, binary COPY), which is
+  what the producer would reach if making the rows cost nothing;
 - the fastest way to write them from Python: psycopg 3's binary COPY with the same four
   writers and the same chunk size, the rows already in the Python types COPY sends;
 - generation alone: the same rows made and packed for COPY by the producer's own code,
@@ -12,7 +13,6 @@ four concurrent writers). References, each into a fresh table with the same cons
 
 from __future__ import annotations
 
-import io
 import queue
 import re
 import subprocess
@@ -34,7 +34,7 @@ from producer.binary_copy import copy_binary
 from producer.catalog import load_movies, make_users
 from producer.generate_events import chunks
 from producer.stream import Row, World, backfill_stream
-from producer.writer import COPY_EVENTS, ROW_COLUMNS, ensure_reference_data
+from producer.writer import ROW_COLUMNS, Chunk, ChunkWriters, ensure_reference_data
 
 PRODUCER_DATABASE = "cinema_bench_producer"
 COPY_DATABASE = "cinema_bench_copy"
@@ -119,6 +119,21 @@ def _binary_copy_seconds(settings: Settings, database: str, rows: Sequence[Row])
     return seconds
 
 
+def _producer_writers_seconds(settings: Settings, database: str, rows: Sequence[Row]) -> float:
+    """The rows packed chunk by chunk and committed by the producer's ChunkWriters."""
+    server = settings.publisher
+    began = time.monotonic()
+    writers = ChunkWriters(
+        lambda: db.connect(server, server.admin_user, server.admin_password, database=database), "bench", WRITERS
+    )
+    try:
+        for number, chunk in enumerate(_chunks(rows)):
+            writers.submit(Chunk(number, *copy_binary(chunk)))
+    finally:
+        writers.close()
+    return time.monotonic() - began
+
+
 def _fresh_database(settings: Settings, name: str) -> None:
     """A database on the publisher set up exactly like the publisher's own (postgres_init/),
     but not replicated, so both contenders pay the same costs: constraints, keys, WAL."""
@@ -126,6 +141,13 @@ def _fresh_database(settings: Settings, name: str) -> None:
         settings, "publisher", f"DROP DATABASE IF EXISTS {name}", f"CREATE DATABASE {name}", database="postgres"
     )
     apply_init(replace(settings, publisher=replace(settings.publisher, database=name)), "publisher")
+
+
+def _fresh_copy_database(settings: Settings) -> None:
+    """The references' database, with the reference data the producer writes before its events."""
+    _fresh_database(settings, COPY_DATABASE)
+    with db.closing(db.admin(settings, "publisher", database=COPY_DATABASE)) as connection:
+        ensure_reference_data(connection, make_users(USERS), load_movies())
 
 
 def _drop_database(settings: Settings, name: str) -> None:
@@ -158,21 +180,11 @@ def run(settings: Settings, cinema: Callable[..., subprocess.CompletedProcess[st
     _drop_database(settings, PRODUCER_DATABASE)
 
     rows = list(_same_stream(events))
-    _, packed = copy_binary(rows)
-    _fresh_database(settings, COPY_DATABASE)
-    with db.closing(db.admin(settings, "publisher", database=COPY_DATABASE)) as connection:
-        connection.autocommit = False
-        ensure_reference_data(connection, make_users(USERS), load_movies())
-        began = time.monotonic()
-        with connection.cursor() as cursor:
-            cursor.copy_expert(COPY_EVENTS, io.BytesIO(packed), size=1 << 20)
-        connection.commit()
-        copy_seconds = time.monotonic() - began
+    _fresh_copy_database(settings)
+    copy_seconds = _producer_writers_seconds(settings, COPY_DATABASE, rows)
     _drop_database(settings, COPY_DATABASE)
 
-    _fresh_database(settings, COPY_DATABASE)
-    with db.closing(db.admin(settings, "publisher", database=COPY_DATABASE)) as connection:
-        ensure_reference_data(connection, make_users(USERS), load_movies())
+    _fresh_copy_database(settings)
     binary_seconds = _binary_copy_seconds(settings, COPY_DATABASE, rows)
     _drop_database(settings, COPY_DATABASE)
     generation_seconds = _generation_seconds(events)

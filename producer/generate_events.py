@@ -19,20 +19,21 @@ import logging
 import random
 import sys
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator, Sequence
+from concurrent.futures import ThreadPoolExecutor
+from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from itertools import count, islice
 from pathlib import Path
 
 import click
-from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
 
 from cinema import db
 from cinema.settings import Settings
 from producer.behaviour import Behaviour
 from producer.binary_copy import copy_binary
-from producer.catalog import load_movies, make_users
+from producer.catalog import Movie, User, load_movies, make_users
 from producer.ground_truth import GroundTruthWriter
 from producer.stream import Row, World, backfill_stream
 from producer.writer import Chunk, ChunkWriters, committed_chunks, ensure_reference_data
@@ -80,6 +81,28 @@ def chunks(rows: Iterator[Row], size: int, done: set[int]) -> Iterator[Chunk]:
         yield Chunk(number, made, data)
 
 
+def _prepare_publisher(settings: Settings, users: Sequence[User], movies: Sequence[Movie], run_key: str) -> set[int]:
+    """Reference data in place; the chunks of `run_key` already committed."""
+    with db.closing(db.producer(settings)) as connection:
+        ensure_reference_data(connection, users, movies)
+        return committed_chunks(connection, run_key)
+
+
+@contextmanager
+def _progress_bar(total: int, shown: bool) -> Iterator[Callable[[int], None]]:
+    """`advance(rows)` of a progress bar on a terminal; rich is imported only to show one."""
+    if not shown:
+        yield lambda _rows: None
+        return
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
+
+    with Progress(
+        TextColumn("events"), BarColumn(), MofNCompleteColumn(), TimeRemainingColumn(), transient=True
+    ) as bar:
+        task = bar.add_task("events", total=total)
+        yield lambda rows: bar.advance(task, rows)
+
+
 def backfill(
     settings: Settings,
     generation: Generation,
@@ -94,31 +117,22 @@ def backfill(
     run_key = run_key or generation.key("backfill", events, start_ms, end_ms, generation.chunk_size)
     users = make_users(generation.users)
     world = World(users, load_movies())
-    with db.closing(db.producer(settings)) as connection:
-        ensure_reference_data(connection, users, world.movies)
-        done = committed_chunks(connection, run_key)
     truth_path = settings.ground_truth_dir / f"{run_key}.csv"
-    began = time.monotonic()
-    with GroundTruthWriter(truth_path) as truth:
+    with GroundTruthWriter(truth_path) as truth, ThreadPoolExecutor(1) as pool:
+        # The publisher takes the reference data while the stream's pilot simulation runs.
+        prepared = pool.submit(_prepare_publisher, settings, users, world.movies, run_key)
         stream = backfill_stream(
             generation.seed, world, generation.behaviour, generation.dirty_rate, events, start_ms, end_ms, truth
         )
+        done = prepared.result()
+        began = time.monotonic()
         writers = ChunkWriters(lambda: db.producer(settings), run_key, generation.writers)
-        progress = Progress(
-            TextColumn("events"),
-            BarColumn(),
-            MofNCompleteColumn(),
-            TimeRemainingColumn(),
-            disable=not show_progress,
-            transient=True,
-        )
         try:
-            with progress:
-                task = progress.add_task("events", total=events)
+            with _progress_bar(events, show_progress) as advance:
                 for chunk in chunks(stream, generation.chunk_size, done):
                     if chunk.number not in done:
                         writers.submit(chunk)
-                    progress.advance(task, chunk.rows)
+                    advance(chunk.rows)
         finally:
             writers.close()
     return Outcome(
