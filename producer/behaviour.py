@@ -185,6 +185,12 @@ class Session:
         opening, middle, last_act = self._quit_chances
         return opening if progress < 0.1 else middle if progress < 0.8 else last_act
 
+    def _earlier(self, earliest: tuple[int, str] | None, action: str) -> tuple[int, str]:
+        """`action` at a random moment of this heartbeat interval, if before `earliest` (the
+        first one drawn wins a tie)."""
+        candidate = (self._rng.randrange(MIN_GAP_MS, self._step_ms - MIN_GAP_MS), action)
+        return candidate if earliest is None or candidate < earliest else earliest
+
     def _while_playing(self) -> str | None:
         rng = self._rng
         step = self._step_ms
@@ -192,14 +198,16 @@ class Session:
         # Where playback would end: when the credits start, or at the very end for
         # those who stay (or who already seeked past the credits).
         end_at = self._credits_ms if self.position_ms < self._credits_ms else runtime
-        # The earliest of the things that may happen within this heartbeat interval (the
-        # first one on a tie), drawn in a fixed order; none of them: the next heartbeat.
+        # The earliest of the things that may happen within this heartbeat interval, drawn
+        # in a fixed order; none of them: the next heartbeat. (Unrolled: the common case,
+        # nothing happens, then builds no tuple.)
         earliest = (max(MIN_GAP_MS, end_at - self.position_ms), STOP) if end_at - self.position_ms <= step else None
-        for chance, action in ((self._pause_chance, PAUSE), (self._seek_chance, SEEK), (self._quit_chance(), QUIT)):
-            if rng.random() < chance:
-                candidate = (rng.randrange(MIN_GAP_MS, step - MIN_GAP_MS), action)
-                if earliest is None or candidate < earliest:
-                    earliest = candidate
+        if rng.random() < self._pause_chance:
+            earliest = self._earlier(earliest, PAUSE)
+        if rng.random() < self._seek_chance:
+            earliest = self._earlier(earliest, SEEK)
+        if rng.random() < self._quit_chance():
+            earliest = self._earlier(earliest, QUIT)
         elapsed, action = earliest or (step, HEARTBEAT)
         behaviour = self.behaviour
         if action == QUIT:
