@@ -96,10 +96,6 @@ class Row(NamedTuple):
     event_time_ms: int
     received_ms: int
 
-    def event(self) -> Event:
-        """The event, whenever it was received."""
-        return Event._make(self[:-1])
-
 
 # Rows are built with tuple.__new__ on the hot path: the generated __new__ of a NamedTuple
 # is one Python call more per row (measured in the README's dependency notes).
@@ -470,7 +466,7 @@ def backfill_rate(world: World, behaviour: Behaviour, seed: int, events: int, st
         rng = random.Random(f"{seed}/pilot/{number}")
         user = world.pick_user(pilot_rng, world.pick_country(pilot_rng))
         session = Session(rng, world.pick_movie(rng, user), 0, behaviour)
-        while session.next_event() is not None:
+        while session.advance() is not None:
             pass
         sizes.append(session.events)
     events_per_session = sum(sizes) / len(sizes)
