@@ -82,7 +82,7 @@ def _fill_raw_tables(settings: Settings, events: int, scratch: Path) -> None:
         while chunk := list(islice(rows, CHUNK_ROWS)):
             chunk_file.write_text(
                 "".join(
-                    f"{first_id + n}\t{e}\t{s}\t{u}\t{m}\t{d}\t{t}\t{p}\t{ms}\t{received}\n"
+                    f"{first_id + n}\t{e.hex()}\t{s.hex()}\t{u}\t{m}\t{d}\t{t}\t{p}\t{ms}\t{received}\n"
                     for n, (e, s, u, m, d, t, p, ms, received) in enumerate(chunk)
                 )
             )

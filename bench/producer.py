@@ -2,23 +2,24 @@
 
 The whole `cinema generate` process is timed (start-up, reference data, generation,
 four concurrent writers). References, each into a fresh table with the same constraints:
-- one text COPY of the identical rows, already formatted (psycopg2, what the producer uses);
+- the producer's own writing without its generation: the identical rows packed chunk by
+  chunk (timed) and committed by its four ChunkWriters (psycopg2, binary COPY), which is
+  what the producer would reach if making the rows cost nothing;
 - the fastest way to write them from Python: psycopg 3's binary COPY with the same four
   writers and the same chunk size, the rows already in the Python types COPY sends;
-- generation alone: the same rows made and formatted as COPY text, written nowhere, the
-  producer's own ceiling whatever the driver.
+- generation alone: the same rows made and packed for COPY by the producer's own code,
+  written nowhere, the producer's ceiling whatever the driver.
 """
 
 from __future__ import annotations
 
-import io
 import queue
 import re
 import subprocess
 import threading
 import time
 import uuid
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import replace
 from datetime import UTC, datetime, timedelta
 from typing import Any
@@ -29,9 +30,11 @@ from cinema import db
 from cinema.settings import Settings
 from cinema.stack import apply_init
 from producer.behaviour import Behaviour
+from producer.binary_copy import copy_binary
 from producer.catalog import load_movies, make_users
+from producer.generate_events import chunks
 from producer.stream import Row, World, backfill_stream
-from producer.writer import COPY_EVENTS, ROW_COLUMNS, copy_text, ensure_reference_data
+from producer.writer import ROW_COLUMNS, Chunk, ChunkWriters, ensure_reference_data
 
 PRODUCER_DATABASE = "cinema_bench_producer"
 COPY_DATABASE = "cinema_bench_copy"
@@ -44,11 +47,11 @@ CHUNK_ROWS = 5_000
 BINARY_TYPES = ("uuid", "uuid", "int4", "int4", "text", "text", "int8", "timestamptz", "timestamptz")
 
 
-def _same_rows(events: int) -> list[Row]:
+def _same_stream(events: int) -> Iterator[Row]:
     """The rows `cinema generate --seed SEED --events N` writes."""
     world = World(make_users(USERS), load_movies())
     start_ms, end_ms = int(START.timestamp() * 1000), int(END.timestamp() * 1000)
-    return list(backfill_stream(SEED, world, Behaviour(), 0.0, events, start_ms, end_ms, lambda _record: None))
+    return backfill_stream(SEED, world, Behaviour(), 0.0, events, start_ms, end_ms, lambda _record: None)
 
 
 def _chunks(rows: Sequence[Any]) -> list[Sequence[Any]]:
@@ -56,26 +59,23 @@ def _chunks(rows: Sequence[Any]) -> list[Sequence[Any]]:
 
 
 def _generation_seconds(events: int) -> float:
-    """Making the rows and formatting them as COPY text, as the producer does, writing nowhere."""
+    """Making the rows and packing them for COPY chunk by chunk, as the producer does, writing nowhere."""
     began = time.monotonic()
-    for chunk in _chunks(_same_rows(events)):
-        copy_text(chunk)
+    for _chunk in chunks(_same_stream(events), CHUNK_ROWS, set()):
+        pass
     return time.monotonic() - began
 
 
 def _as_copy_values(row: Row) -> tuple[Any, ...]:
-    event_id, session_id, user_id, movie_id, device, event_type, position, event_ms, received_ms = row
-    event_time, received_at = (datetime.fromtimestamp(ms / 1000, UTC) for ms in (event_ms, received_ms))
     return (
-        uuid.UUID(event_id),
-        uuid.UUID(session_id),
-        user_id,
-        movie_id,
-        device,
-        event_type,
-        position,
-        event_time,
-        received_at,
+        uuid.UUID(bytes=row.event_id),
+        uuid.UUID(bytes=row.session_id),
+        row.user_id,
+        row.movie_id,
+        row.device_type,
+        row.event_type,
+        row.position_ms,
+        *(datetime.fromtimestamp(ms / 1000, UTC) for ms in (row.event_time_ms, row.received_ms)),
     )
 
 
@@ -119,6 +119,21 @@ def _binary_copy_seconds(settings: Settings, database: str, rows: Sequence[Row])
     return seconds
 
 
+def _producer_writers_seconds(settings: Settings, database: str, rows: Sequence[Row]) -> float:
+    """The rows packed chunk by chunk and committed by the producer's ChunkWriters."""
+    server = settings.publisher
+    began = time.monotonic()
+    writers = ChunkWriters(
+        lambda: db.connect(server, server.admin_user, server.admin_password, database=database), "bench", WRITERS
+    )
+    try:
+        for number, chunk in enumerate(_chunks(rows)):
+            writers.submit(Chunk(number, *copy_binary(chunk)))
+    finally:
+        writers.close()
+    return time.monotonic() - began
+
+
 def _fresh_database(settings: Settings, name: str) -> None:
     """A database on the publisher set up exactly like the publisher's own (postgres_init/),
     but not replicated, so both contenders pay the same costs: constraints, keys, WAL."""
@@ -126,6 +141,13 @@ def _fresh_database(settings: Settings, name: str) -> None:
         settings, "publisher", f"DROP DATABASE IF EXISTS {name}", f"CREATE DATABASE {name}", database="postgres"
     )
     apply_init(replace(settings, publisher=replace(settings.publisher, database=name)), "publisher")
+
+
+def _fresh_copy_database(settings: Settings) -> None:
+    """The references' database, with the reference data the producer writes before its events."""
+    _fresh_database(settings, COPY_DATABASE)
+    with db.closing(db.admin(settings, "publisher", database=COPY_DATABASE)) as connection:
+        ensure_reference_data(connection, make_users(USERS), load_movies())
 
 
 def _drop_database(settings: Settings, name: str) -> None:
@@ -157,22 +179,12 @@ def run(settings: Settings, cinema: Callable[..., subprocess.CompletedProcess[st
         raise RuntimeError(f"the producer wrote {written} events, expected {events}: {result.stdout}")
     _drop_database(settings, PRODUCER_DATABASE)
 
-    rows = _same_rows(events)
-    text = copy_text(rows)
-    _fresh_database(settings, COPY_DATABASE)
-    with db.closing(db.admin(settings, "publisher", database=COPY_DATABASE)) as connection:
-        connection.autocommit = False
-        ensure_reference_data(connection, make_users(USERS), load_movies())
-        began = time.monotonic()
-        with connection.cursor() as cursor:
-            cursor.copy_expert(COPY_EVENTS, io.StringIO(text), size=1 << 20)
-        connection.commit()
-        copy_seconds = time.monotonic() - began
+    rows = list(_same_stream(events))
+    _fresh_copy_database(settings)
+    copy_seconds = _producer_writers_seconds(settings, COPY_DATABASE, rows)
     _drop_database(settings, COPY_DATABASE)
 
-    _fresh_database(settings, COPY_DATABASE)
-    with db.closing(db.admin(settings, "publisher", database=COPY_DATABASE)) as connection:
-        ensure_reference_data(connection, make_users(USERS), load_movies())
+    _fresh_copy_database(settings)
     binary_seconds = _binary_copy_seconds(settings, COPY_DATABASE, rows)
     _drop_database(settings, COPY_DATABASE)
     generation_seconds = _generation_seconds(events)

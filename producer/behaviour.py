@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import random
 from dataclasses import dataclass
+from typing import NamedTuple
 
 from producer.catalog import Movie
 
@@ -45,6 +46,12 @@ class Behaviour:
     continue_watching: float = 0.15
     # Chance of watching the end credits through instead of stopping when they begin.
     watch_credits: float = 0.2
+
+
+class SessionEvent(NamedTuple):
+    event_type: str
+    position_ms: int
+    time_ms: int
 
 
 @dataclass(frozen=True)
@@ -81,11 +88,16 @@ class Session:
     __slots__ = (
         "_credits_ms",
         "_ended",
+        "_pause_chance",
         "_pauses",
         "_playing",
+        "_quit_chances",
         "_rng",
+        "_runtime_ms",
+        "_seek_chance",
         "_seeks",
         "_started_ms",
+        "_step_ms",
         "_stopped",
         "_watched_ms",
         "behaviour",
@@ -101,6 +113,21 @@ class Session:
         self.movie = movie
         self.behaviour = behaviour
         runtime = movie.runtime_ms
+        self._runtime_ms = runtime
+        # Chances per heartbeat interval of playback, worked out once: the hot path only draws.
+        self._step_ms = behaviour.heartbeat_ms
+        hours = behaviour.heartbeat_ms / 3_600_000
+        self._pause_chance = behaviour.pauses_per_hour * hours
+        self._seek_chance = behaviour.seeks_per_hour * hours
+        # Walking away: in the opening tenth, the long middle, the last act (scaled by appeal).
+        self._quit_chances = tuple(
+            rate / movie.appeal * hours
+            for rate in (
+                behaviour.quit_per_hour_opening,
+                behaviour.quit_per_hour_middle,
+                behaviour.quit_per_hour_last_act,
+            )
+        )
         credits = int(runtime * rng.uniform(0.03, 0.07))
         self._credits_ms = runtime if rng.random() < behaviour.watch_credits else runtime - credits
         if rng.random() < behaviour.continue_watching:
@@ -118,8 +145,15 @@ class Session:
         self._stopped = False
         self.events = 0
 
-    def next_event(self) -> tuple[str, int, int] | None:
-        """The next (event_type, position_ms, event_time_ms), or None once the session is over."""
+    def next_event(self) -> SessionEvent | None:
+        """The next event, or None once the session is over."""
+        event_type = self.advance()
+        return None if event_type is None else SessionEvent(event_type, self.position_ms, self.time_ms)
+
+    def advance(self) -> str | None:
+        """Move on to the next event and return its type; its position and time are then the
+        session's `position_ms` and `time_ms` (until it advances again). None once the session
+        is over. The event stream's way: no object per event on its hot path."""
         if self._ended:
             return None
         if self.events == 0:
@@ -140,42 +174,42 @@ class Session:
             runtime_ms=self.movie.runtime_ms,
         )
 
-    def _emit(self, event_type: str, elapsed_ms: int) -> tuple[str, int, int]:
+    def _emit(self, event_type: str, elapsed_ms: int) -> str:
         self.time_ms += elapsed_ms
         self.events += 1
         self.max_position_ms = max(self.max_position_ms, self.position_ms)
-        return event_type, self.position_ms, self.time_ms
+        return event_type
 
-    def _quit_per_hour(self) -> float:
-        progress = self.position_ms / self.movie.runtime_ms
-        behaviour = self.behaviour
-        if progress < 0.1:
-            rate = behaviour.quit_per_hour_opening
-        elif progress < 0.8:
-            rate = behaviour.quit_per_hour_middle
-        else:
-            rate = behaviour.quit_per_hour_last_act
-        return rate / self.movie.appeal
+    def _quit_chance(self) -> float:
+        progress = self.position_ms / self._runtime_ms
+        opening, middle, last_act = self._quit_chances
+        return opening if progress < 0.1 else middle if progress < 0.8 else last_act
 
-    def _while_playing(self) -> tuple[str, int, int] | None:
-        rng, behaviour = self._rng, self.behaviour
-        step = behaviour.heartbeat_ms
-        hours = step / 3_600_000
-        runtime = self.movie.runtime_ms
+    def _earlier(self, earliest: tuple[int, str] | None, action: str) -> tuple[int, str]:
+        """`action` at a random moment of this heartbeat interval, if before `earliest` (the
+        first one drawn wins a tie)."""
+        candidate = (self._rng.randrange(MIN_GAP_MS, self._step_ms - MIN_GAP_MS), action)
+        return candidate if earliest is None or candidate < earliest else earliest
+
+    def _while_playing(self) -> str | None:
+        rng = self._rng
+        step = self._step_ms
+        runtime = self._runtime_ms
         # Where playback would end: when the credits start, or at the very end for
         # those who stay (or who already seeked past the credits).
         end_at = self._credits_ms if self.position_ms < self._credits_ms else runtime
-        candidates: list[tuple[int, str]] = []
-        if end_at - self.position_ms <= step:
-            candidates.append((max(MIN_GAP_MS, end_at - self.position_ms), STOP))
-        for rate, action in (
-            (behaviour.pauses_per_hour, PAUSE),
-            (behaviour.seeks_per_hour, SEEK),
-            (self._quit_per_hour(), QUIT),
-        ):
-            if rng.random() < rate * hours:
-                candidates.append((rng.randrange(MIN_GAP_MS, step - MIN_GAP_MS), action))
-        elapsed, action = min(candidates, default=(step, HEARTBEAT))
+        # The earliest of the things that may happen within this heartbeat interval, drawn
+        # in a fixed order; none of them: the next heartbeat. (Unrolled: the common case,
+        # nothing happens, then builds no tuple.)
+        earliest = (max(MIN_GAP_MS, end_at - self.position_ms), STOP) if end_at - self.position_ms <= step else None
+        if rng.random() < self._pause_chance:
+            earliest = self._earlier(earliest, PAUSE)
+        if rng.random() < self._seek_chance:
+            earliest = self._earlier(earliest, SEEK)
+        if rng.random() < self._quit_chance():
+            earliest = self._earlier(earliest, QUIT)
+        elapsed, action = earliest or (step, HEARTBEAT)
+        behaviour = self.behaviour
         if action == QUIT:
             if rng.random() >= behaviour.explicit_stop_share:
                 # The app was closed: nothing more arrives, the session ends at its last event.
@@ -196,7 +230,7 @@ class Session:
             self.position_ms = max(0, min(runtime - MIN_GAP_MS, self.position_ms + jump))
         return self._emit(action, elapsed)
 
-    def _while_paused(self) -> tuple[str, int, int] | None:
+    def _while_paused(self) -> str | None:
         rng = self._rng
         # Pauses are mostly short (a drink, a phone call), sometimes long (dinner).
         duration = max(MIN_GAP_MS, min(int(rng.lognormvariate(11.4, 1.1)), 4 * 3_600_000))

@@ -100,7 +100,9 @@ def load_movies() -> tuple[Movie, ...]:
 
 @cache
 def _faker(locale: str) -> Faker:
-    return Faker(locale)
+    # Only the person provider: names are all the producer asks for, and loading every
+    # provider of 14 locales was most of the households' cost (0.33 s against 0.14 s here).
+    return Faker(locale, providers=["faker.providers.person"])
 
 
 @cache

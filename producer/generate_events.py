@@ -3,7 +3,8 @@
 Backfill (default): exactly `--events` rows, all within [--start, --end) like a
 data interval (sessions still playing at --end are cut there), written as fast as
 the publisher takes them by `--writers` concurrent transactions. Live (`--rate`): a steady stream at about `--rate`
-events per second for `--duration` seconds, each event written when it happens.
+events per second for `--duration` seconds (or, with `--service`, until stopped), each
+event written when it happens.
 
 The same options with the same `--seed` give the same rows. A backfill is
 idempotent: its chunks are recorded on the publisher, so running it again (or
@@ -16,30 +17,28 @@ from __future__ import annotations
 import hashlib
 import logging
 import random
-import signal
 import sys
-import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator, Sequence
+from concurrent.futures import ThreadPoolExecutor
+from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
-from itertools import islice
+from itertools import count, islice
 from pathlib import Path
 
 import click
-from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
 
 from cinema import db
 from cinema.settings import Settings
 from producer.behaviour import Behaviour
-from producer.catalog import load_movies, make_users
+from producer.binary_copy import copy_binary
+from producer.catalog import Movie, User, load_movies, make_users
 from producer.ground_truth import GroundTruthWriter
-from producer.stream import RECEIVED_MS, EventStream, PoolArrivals, Row, World, backfill_stream
-from producer.writer import Chunk, ChunkWriters, committed_chunks, copy_text, ensure_reference_data
+from producer.stream import Row, World, backfill_stream
+from producer.writer import Chunk, ChunkWriters, committed_chunks, ensure_reference_data
 
 log = logging.getLogger(__name__)
-
-LIVE_FLUSH_SECONDS = 0.1
 
 
 @dataclass(frozen=True)
@@ -66,12 +65,42 @@ class Outcome:
     ground_truth: Path
 
 
-def _chunks(rows: Iterator[Row], size: int) -> Iterator[tuple[int, list[Row]]]:
-    for number in range(sys.maxsize):
-        batch = list(islice(rows, size))
-        if not batch:
+def chunks(rows: Iterator[Row], size: int, done: set[int]) -> Iterator[Chunk]:
+    """Consecutive slices of `size` rows, packed for COPY as they are made; a chunk already
+    committed is generated all the same (the stream must pass it) but not packed."""
+    for number in count():
+        if number in done:
+            skipped = sum(1 for _ in islice(rows, size))
+            if not skipped:
+                return
+            yield Chunk(number, skipped, b"")
+            continue
+        made, data = copy_binary(islice(rows, size))
+        if not made:
             return
-        yield number, batch
+        yield Chunk(number, made, data)
+
+
+def _prepare_publisher(settings: Settings, users: Sequence[User], movies: Sequence[Movie], run_key: str) -> set[int]:
+    """Reference data in place; the chunks of `run_key` already committed."""
+    with db.closing(db.producer(settings)) as connection:
+        ensure_reference_data(connection, users, movies)
+        return committed_chunks(connection, run_key)
+
+
+@contextmanager
+def _progress_bar(total: int, shown: bool) -> Iterator[Callable[[int], None]]:
+    """`advance(rows)` of a progress bar on a terminal; rich is imported only to show one."""
+    if not shown:
+        yield lambda _rows: None
+        return
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
+
+    with Progress(
+        TextColumn("events"), BarColumn(), MofNCompleteColumn(), TimeRemainingColumn(), transient=True
+    ) as bar:
+        task = bar.add_task("events", total=total)
+        yield lambda rows: bar.advance(task, rows)
 
 
 def backfill(
@@ -88,31 +117,22 @@ def backfill(
     run_key = run_key or generation.key("backfill", events, start_ms, end_ms, generation.chunk_size)
     users = make_users(generation.users)
     world = World(users, load_movies())
-    with db.closing(db.producer(settings)) as connection:
-        ensure_reference_data(connection, users, world.movies)
-        done = committed_chunks(connection, run_key)
     truth_path = settings.ground_truth_dir / f"{run_key}.csv"
-    began = time.monotonic()
-    with GroundTruthWriter(truth_path) as truth:
+    with GroundTruthWriter(truth_path) as truth, ThreadPoolExecutor(1) as pool:
+        # The publisher takes the reference data while the stream's pilot simulation runs.
+        prepared = pool.submit(_prepare_publisher, settings, users, world.movies, run_key)
         stream = backfill_stream(
             generation.seed, world, generation.behaviour, generation.dirty_rate, events, start_ms, end_ms, truth
         )
+        done = prepared.result()
+        began = time.monotonic()
         writers = ChunkWriters(lambda: db.producer(settings), run_key, generation.writers)
-        progress = Progress(
-            TextColumn("events"),
-            BarColumn(),
-            MofNCompleteColumn(),
-            TimeRemainingColumn(),
-            disable=not show_progress,
-            transient=True,
-        )
         try:
-            with progress:
-                task = progress.add_task("events", total=events)
-                for number, rows in _chunks(stream, generation.chunk_size):
-                    if number not in done:
-                        writers.submit(Chunk(number, len(rows), copy_text(rows)))
-                    progress.advance(task, len(rows))
+            with _progress_bar(events, show_progress) as advance:
+                for chunk in chunks(stream, generation.chunk_size, done):
+                    if chunk.number not in done:
+                        writers.submit(chunk)
+                    advance(chunk.rows)
         finally:
             writers.close()
     return Outcome(
@@ -123,58 +143,6 @@ def backfill(
         time.monotonic() - began,
         truth_path,
     )
-
-
-def live(settings: Settings, generation: Generation, rate: float, duration_seconds: float) -> Outcome:
-    """Write events as they happen, at about `rate` per second, for `duration_seconds`."""
-    run_key = f"live-{generation.key('live', time.time_ns())}"
-    users = make_users(generation.users)
-    world = World(users, load_movies())
-    with db.closing(db.producer(settings)) as connection:
-        ensure_reference_data(connection, users, world.movies)
-    heartbeat_ms = generation.behaviour.heartbeat_ms
-    # A playing viewer sends about one event per heartbeat interval.
-    pool = max(1, round(rate * heartbeat_ms / 1000))
-    began_ms = int(time.time() * 1000)
-    arrivals = PoolArrivals(random.Random(f"{generation.seed}/arrivals"), world, began_ms, pool, heartbeat_ms)
-    truth_path = settings.ground_truth_dir / f"{run_key}.csv"
-    end_ms = began_ms + int(duration_seconds * 1000)
-    began = time.monotonic()
-    with GroundTruthWriter(truth_path) as truth:
-        stream = iter(EventStream(generation.seed, world, arrivals, generation.behaviour, generation.dirty_rate, truth))
-        writers = ChunkWriters(lambda: db.producer(settings), run_key, generation.writers)
-        try:
-            _pace(stream, writers, end_ms, generation.chunk_size)
-        finally:
-            writers.close()
-    return Outcome(run_key, writers.rows_written, 0, truth.sessions, time.monotonic() - began, truth_path)
-
-
-def _pace(stream: Iterator[Row], writers: ChunkWriters, end_ms: int, chunk_size: int) -> None:
-    """Hand rows to the writers once their arrival time has come, flushing every 100 ms."""
-    pending: list[Row] = []
-    number = 0
-    upcoming = next(stream, None)
-    while upcoming is not None and upcoming[RECEIVED_MS] < end_ms:
-        now_ms = int(time.time() * 1000)
-        while upcoming is not None and upcoming[RECEIVED_MS] <= now_ms and len(pending) < chunk_size:
-            pending.append(upcoming)
-            upcoming = next(stream, None)
-        if pending:
-            writers.submit(Chunk(number, len(pending), copy_text(pending)))
-            number += 1
-            pending = []
-        if upcoming is not None and upcoming[RECEIVED_MS] > now_ms:
-            time.sleep(min(LIVE_FLUSH_SECONDS, (upcoming[RECEIVED_MS] - now_ms) / 1000))
-
-
-def _serve_until_signalled(settings: Settings, generation: Generation, rate: float) -> Outcome:
-    from producer.service import serve
-
-    stop = threading.Event()
-    for signal_number in (signal.SIGTERM, signal.SIGINT):
-        signal.signal(signal_number, lambda *_: stop.set())
-    return serve(settings, generation, rate, stop)
 
 
 def _utc(value: datetime) -> datetime:
@@ -223,7 +191,11 @@ def _utc(value: datetime) -> datetime:
     help="Concurrent writer transactions.",
 )
 @click.option(
-    "--chunk-size", type=click.IntRange(min=1), default=5_000, show_default=True, help="Rows per transaction."
+    "--chunk-size",
+    type=click.IntRange(min=1),
+    default=5_000,
+    show_default=True,
+    help="Backfill: rows per transaction (live mode commits each 100 ms of events as one).",
 )
 @click.option(
     "--dirty-rate",
@@ -270,12 +242,14 @@ def generate(
     generation = Generation(
         seed, users, writers, chunk_size, dirty_rate, Behaviour(heartbeat_ms=heartbeat_seconds * 1000)
     )
-    if service:
-        if rate is None:
-            raise click.BadParameter("--service needs --rate, the events per second to write")
-        outcome = _serve_until_signalled(settings, generation, rate)
-    elif rate is not None:
-        outcome = live(settings, generation, rate, duration)
+    if service and rate is None:
+        raise click.BadParameter("--service needs --rate, the events per second to write")
+    if rate is not None:
+        from cinema.signals import stop_on_signals
+        from producer.service import serve
+
+        with stop_on_signals("committing the events already handed to the writers, then stopping") as stop:
+            outcome = serve(settings, generation, rate, stop, duration_seconds=None if service else duration)
     else:
         end_at = _utc(end) if end else datetime.now(UTC).replace(hour=0, minute=0, second=0, microsecond=0)
         start_at = _utc(start) if start else end_at - timedelta(days=7)

@@ -10,11 +10,14 @@ from __future__ import annotations
 import csv
 import os
 from dataclasses import dataclass, field
+from datetime import date, timedelta
+from functools import lru_cache
 from pathlib import Path
 from typing import IO
 
 from producer.stream import SessionRecord
-from producer.writer import timestamp_text
+
+EPOCH_DAY = date(1970, 1, 1)
 
 COLUMNS = (
     "session_id",
@@ -33,6 +36,22 @@ COLUMNS = (
     "completed",
     "end_reason",
 )
+
+
+@lru_cache(maxsize=4096)
+def _day_text(epoch_day: int) -> str:
+    # isoformat, not strftime("%Y"), which does not zero-pad years below 1000 here:
+    # PostgreSQL reads "1-01-01" as 2001.
+    return (EPOCH_DAY + timedelta(days=epoch_day)).isoformat()
+
+
+def timestamp_text(epoch_ms: int) -> str:
+    """ISO 8601 in UTC with milliseconds; arithmetic instead of strftime per session."""
+    seconds, millis = divmod(epoch_ms, 1000)
+    day, second_of_day = divmod(seconds, 86_400)
+    hour, rest = divmod(second_of_day, 3600)
+    minute, second = divmod(rest, 60)
+    return f"{_day_text(day)} {hour:02d}:{minute:02d}:{second:02d}.{millis:03d}+00"
 
 
 @dataclass

@@ -22,9 +22,10 @@ import psycopg2
 from cinema import db
 from cinema.settings import Settings
 from producer.behaviour import EVENT_TYPES
+from producer.binary_copy import copy_binary
 from producer.catalog import DEVICE_TYPES
 from producer.stream import Event, Row
-from producer.writer import COPY_EVENTS, EVENT_COLUMNS, copy_text
+from producer.writer import COPY_EVENTS, EVENT_COLUMNS
 
 MAX_REPORTED = 20
 # A bad value is quoted in a message up to this many characters, so a huge one is not echoed.
@@ -48,9 +49,9 @@ def quoted(value: object) -> str:
     return text if len(text) <= MAX_QUOTED else f"{text[:MAX_QUOTED]}... ({len(text):,} characters)"
 
 
-def _uuid(value: object) -> str:
+def _uuid(value: object) -> bytes:
     try:
-        return str(uuid.UUID(str(value)))
+        return uuid.UUID(str(value)).bytes
     except ValueError:
         raise ValueError("must be a UUID") from None
 
@@ -123,7 +124,7 @@ def parse_event(line: str) -> Event:
             problems.append(f"{name} {error}, got {quoted(event[name])}")
     if problems:
         raise ValueError("; ".join(problems))
-    return cast(Event, tuple(row))
+    return Event._make(row)
 
 
 def decode_line(raw: bytes) -> str:
@@ -142,17 +143,17 @@ def decode_line(raw: bytes) -> str:
 def _unknown_references(connection: db.Connection, rows: list[tuple[int, Event]]) -> list[str]:
     """Lines whose user or movie does not exist, found before anything is written."""
     problems = []
-    for table, column, index in (("users", "user_id", 2), ("movies", "movie_id", 3)):
+    for table, column in (("users", "user_id"), ("movies", "movie_id")):
         with connection.cursor() as cursor:
             cursor.execute(
                 f"SELECT {column} FROM {table} WHERE {column} = ANY(%s)",
-                (sorted({row[index] for _, row in rows}),),
+                (sorted({getattr(event, column) for _, event in rows}),),
             )
             known = {found for (found,) in cursor.fetchall()}
         problems += [
-            f"line {number}: {column} {row[index]} does not exist in {table}"
-            for number, row in rows
-            if row[index] not in known
+            f"line {number}: {column} {getattr(event, column)} does not exist in {table}"
+            for number, event in rows
+            if getattr(event, column) not in known
         ]
     connection.rollback()
     return problems
@@ -194,8 +195,8 @@ def ingest_file(settings: Settings, path: Path) -> int:
                 # Received now, by the publisher's clock, as its default would stamp it.
                 cursor.execute("SELECT (extract(epoch FROM now()) * 1000)::bigint")
                 (received_ms,) = cast(tuple[int], cursor.fetchone())
-                delivered: list[Row] = [(*event, received_ms) for _, event in rows]
-                cursor.copy_expert(COPY_EVENTS, io.StringIO(copy_text(delivered)))
+                _, data = copy_binary(Row(*event, received_ms) for _, event in rows)
+                cursor.copy_expert(COPY_EVENTS, io.BytesIO(data))
             connection.commit()
         except (psycopg2.IntegrityError, psycopg2.DataError) as error:
             # A constraint the checks above cannot see (or a user deleted meanwhile).

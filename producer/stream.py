@@ -21,11 +21,12 @@ from __future__ import annotations
 import heapq
 import math
 import random
+import uuid
 from bisect import bisect
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from itertools import accumulate, count, islice
-from typing import Final
+from typing import Any, NamedTuple
 
 from producer.behaviour import HEARTBEAT, PAUSE, SEEK, STOP, Behaviour, Session, SessionTruth
 from producer.catalog import Movie, User
@@ -66,15 +67,39 @@ WEEKEND_LIFT = 1.35  # Saturday and Sunday, all day
 FRIDAY_EVENING_LIFT = 1.2  # Friday from 18:00
 MAX_WEIGHT = max(HOURLY_WEIGHT) * WEEKEND_LIFT
 
-# An event as the player sends it: event id, session id, user id, movie id, device type,
-# event type, position in ms and event time in epoch ms.
-Event = tuple[str, str, int, int, str, str, int, int]
-# A row as delivered: the event and when the publisher received it (epoch ms), the
-# simulated arrival, equal to the event time unless the delivery was held back.
-Row = tuple[str, str, int, int, str, str, int, int, int]
-# Where a Row holds its arrival. Rows stay plain tuples: as NamedTuples they made event
-# generation 15-20 % slower (construction, and the collector cannot untrack a tuple subclass).
-RECEIVED_MS: Final = 8
+
+class Event(NamedTuple):
+    """An event as the player sends it, its ids in the 16 bytes PostgreSQL's binary COPY
+    sends for a uuid (`uuid.UUID(bytes=...)` reads them), its time in epoch ms."""
+
+    event_id: bytes
+    session_id: bytes
+    user_id: int
+    movie_id: int
+    device_type: str
+    event_type: str
+    position_ms: int
+    event_time_ms: int
+
+
+class Row(NamedTuple):
+    """A row as delivered: the event and when the publisher received it (epoch ms), the
+    simulated arrival, equal to the event time unless the delivery was held back."""
+
+    event_id: bytes
+    session_id: bytes
+    user_id: int
+    movie_id: int
+    device_type: str
+    event_type: str
+    position_ms: int
+    event_time_ms: int
+    received_ms: int
+
+
+# Rows are built with tuple.__new__ on the hot path: the generated __new__ of a NamedTuple
+# is one Python call more per row (measured in the README's dependency notes).
+_new_row = tuple.__new__
 
 
 def local_hour_and_weekday(time_ms: int, utc_offset_minutes: int) -> tuple[int, int]:
@@ -98,10 +123,14 @@ _UUID4_CLEAR = ~((0xF000 << 64) | (0xC000 << 48))
 _UUID4_SET = (0x4000 << 64) | (0x8000 << 48)
 
 
-def new_uuid(rng: random.Random) -> str:
-    """A seeded version-4 UUID; formatted by hand, as uuid.UUID is the producer's hot spot."""
-    text = f"{(rng.getrandbits(128) & _UUID4_CLEAR) | _UUID4_SET:032x}"
-    return f"{text[:8]}-{text[8:12]}-{text[12:16]}-{text[16:20]}-{text[20:]}"
+def new_uuid(rng: random.Random) -> bytes:
+    """A seeded version-4 UUID as its 16 bytes: a fifth of the cost of its text (uuid.UUID
+    itself was once the producer's hot spot)."""
+    return ((rng.getrandbits(128) & _UUID4_CLEAR) | _UUID4_SET).to_bytes(16)
+
+
+def uuid_text(uuid_bytes: bytes) -> str:
+    return str(uuid.UUID(bytes=uuid_bytes))
 
 
 class World:
@@ -125,6 +154,15 @@ class World:
     def pick_user(self, rng: random.Random, country_index: int) -> User:
         cum = self._user_cum[country_index]
         return self._users[country_index][bisect(cum, rng.random() * cum[-1])]
+
+    def pick_viewer(self, rng: random.Random, time_ms: int) -> User | None:
+        """One candidate viewer by country share, kept with the viewing weight of their local
+        time (thinning): evenings and weekends keep most, nights few."""
+        country = self.pick_country(rng)
+        offset = self.countries[country].utc_offset_minutes
+        if rng.random() * MAX_WEIGHT < viewing_weight(time_ms, offset):
+            return self.pick_user(rng, country)
+        return None
 
     def pick_movie(self, rng: random.Random, user: User) -> Movie:
         weights = [
@@ -193,31 +231,26 @@ class BackfillArrivals(Arrivals):
     def first(self) -> tuple[int, User] | None:
         return self.after(self._start_ms)
 
-    def _accepted(self, time_ms: int) -> User | None:
-        country = self._world.pick_country(self._rng)
-        offset = self._world.countries[country].utc_offset_minutes
-        if self._rng.random() * MAX_WEIGHT < viewing_weight(time_ms, offset):
-            return self._world.pick_user(self._rng, country)
-        return None
-
     def after(self, time_ms: int) -> tuple[int, User] | None:
         while True:
             time_ms += max(1, int(self._rng.expovariate(self._candidates_per_ms)))
             if time_ms >= self._end_ms:
                 return None
-            if user := self._accepted(time_ms):
+            if user := self._world.pick_viewer(self._rng, time_ms):
                 return time_ms, user
 
     def top_up(self) -> tuple[int, User] | None:
         while True:
             time_ms = self._rng.randrange(self._start_ms, self._end_ms)
-            if user := self._accepted(time_ms):
+            if user := self._world.pick_viewer(self._rng, time_ms):
                 return time_ms, user
 
 
 class PoolArrivals(Arrivals):
     """Live mode: `pool` viewers start within the first heartbeat interval, and each
-    session that ends is replaced, so the event rate is steady from the first seconds."""
+    session that ends is replaced, so the event rate is steady from the first seconds.
+    Who starts follows the viewers' local time as in a backfill: at a fixed rate it is
+    the mix that moves, towards the countries where it is evening."""
 
     def __init__(self, rng: random.Random, world: World, start_ms: int, pool: int, ramp_ms: int) -> None:
         self._rng = rng
@@ -227,8 +260,10 @@ class PoolArrivals(Arrivals):
         self._ramp_ms = ramp_ms
         self._started = 0
 
-    def _user(self) -> User:
-        return self._world.pick_user(self._rng, self._world.pick_country(self._rng))
+    def _arrival(self, time_ms: int) -> tuple[int, User]:
+        while True:
+            if user := self._world.pick_viewer(self._rng, time_ms):
+                return time_ms, user
 
     def first(self) -> tuple[int, User] | None:
         return self.after(self._start_ms)
@@ -237,10 +272,10 @@ class PoolArrivals(Arrivals):
         if self._started >= self._pool:
             return None
         self._started += 1
-        return self._start_ms + self._ramp_ms * self._started // self._pool, self._user()
+        return self._arrival(self._start_ms + self._ramp_ms * self._started // self._pool)
 
     def on_session_end(self, time_ms: int) -> tuple[int, User] | None:
-        return time_ms + MIN_REPLACEMENT_GAP_MS, self._user()
+        return self._arrival(time_ms + MIN_REPLACEMENT_GAP_MS)
 
 
 MIN_REPLACEMENT_GAP_MS = 1_000
@@ -265,12 +300,15 @@ class _Live:
     record: SessionRecord
     id_rng: random.Random
     dirty_rng: random.Random
+    session_id: bytes
     user_id: int
     movie_id: int
 
 
 # Heap entry kinds; the sequence number keeps equal times in creation order.
 _ARRIVAL, _EVENT, _DELIVERY = 0, 1, 2
+# (time ms, sequence, kind, then per kind: user / live session and its event type / record and row).
+_Entry = tuple[int, int, int, Any, Any]
 
 
 @dataclass
@@ -286,12 +324,12 @@ class EventStream:
     dirty_rate: float
     on_finished: Callable[[SessionRecord], None]
     end_ms: int | None = None
-    _heap: list[tuple[int, int, int, object]] = field(default_factory=list)
+    _heap: list[_Entry] = field(default_factory=list)
     _sequence: Iterator[int] = field(default_factory=count)
     _sessions_started: int = 0
 
-    def _push(self, time_ms: int, kind: int, payload: object) -> None:
-        heapq.heappush(self._heap, (time_ms, next(self._sequence), kind, payload))
+    def _push(self, time_ms: int, kind: int, first: object, second: object = None) -> None:
+        heapq.heappush(self._heap, (time_ms, next(self._sequence), kind, first, second))
 
     def _push_arrival(self, arrival: tuple[int, User] | None) -> bool:
         if arrival is None:
@@ -300,27 +338,26 @@ class EventStream:
         return True
 
     def __iter__(self) -> Iterator[Row]:
+        heap, pop = self._heap, heapq.heappop
+        end_ms = self.end_ms if self.end_ms is not None else math.inf
         self._push_arrival(self.arrivals.first())
-        while self._heap or self._push_arrival(self.arrivals.top_up()):
-            time_ms, _, kind, payload = heapq.heappop(self._heap)
-            if self.end_ms is not None and time_ms >= self.end_ms:
+        while heap or self._push_arrival(self.arrivals.top_up()):
+            time_ms, _, kind, first, second = pop(heap)
+            if time_ms >= end_ms:
                 continue
-            if kind == _ARRIVAL:
-                assert isinstance(payload, User)
-                self._start_session(time_ms, payload)
+            if kind == _EVENT:
+                row = self._deliver_event(first, second)
+                if row is not None:
+                    yield row
+                self._advance(first)
+            elif kind == _ARRIVAL:
+                self._start_session(time_ms, first)
                 self._push_arrival(self.arrivals.after(time_ms))
-            elif kind == _EVENT:
-                assert isinstance(payload, tuple)
-                live, event = payload
-                yield from self._deliver_event(live, event)
-                self._advance(live)
             else:
-                assert isinstance(payload, tuple)
-                record, row = payload
-                record.pending_deliveries -= 1
+                first.pending_deliveries -= 1
                 # Received when it is delivered: a held-back event shows its lateness.
-                yield (*row[:RECEIVED_MS], time_ms)
-                self._finish_if_complete(record)
+                yield _new_row(Row, (*second[:-1], time_ms))
+                self._finish_if_complete(first)
 
     def _start_session(self, time_ms: int, user: User) -> None:
         number = self._sessions_started
@@ -330,70 +367,77 @@ class EventStream:
         movie = self.world.pick_movie(rng, user)
         device = self.world.pick_device(rng, user, time_ms)
         dirty_kind = dirty_rng.choice(DIRTY_KINDS) if dirty_rng.random() < self.dirty_rate else None
+        session_id = new_uuid(rng)
         record = SessionRecord(
-            new_uuid(rng),
+            uuid_text(session_id),
             user.user_id,
             movie.movie_id,
             device,
             dirty_kind if dirty_kind != "orphan" else None,
         )
         session = Session(rng, movie, time_ms, self.behaviour)
-        live = _Live(session, record, rng, dirty_rng, user.user_id, movie.movie_id)
+        live = _Live(session, record, rng, dirty_rng, session_id, user.user_id, movie.movie_id)
         if dirty_kind == "orphan":
             self._schedule_orphan(dirty_rng, user, movie, device, time_ms)
         self._advance(live)
 
     def _advance(self, live: _Live) -> None:
-        event = live.session.next_event()
-        if event is None:
-            live.record.truth = live.session.truth()
+        session = live.session
+        event_type = session.advance()
+        if event_type is None:
+            live.record.truth = session.truth()
             live.record.simulation_over = True
             self._finish_if_complete(live.record)
-            self._push_arrival(self.arrivals.on_session_end(live.session.time_ms))
+            self._push_arrival(self.arrivals.on_session_end(session.time_ms))
         else:
-            _, _, time_ms = event
-            self._push(time_ms, _EVENT, (live, event))
+            # A session has one event in the heap at a time and advances only once it is
+            # delivered: until then its position and time are that event's.
+            self._push(session.time_ms, _EVENT, live, event_type)
 
-    def _row(self, live: _Live, event: tuple[str, int, int]) -> Row:
-        record = live.record
-        event_type, position_ms, time_ms = event
-        return (
-            new_uuid(live.id_rng),
-            record.session_id,
-            live.user_id,
-            live.movie_id,
-            record.device_type,
-            event_type,
-            position_ms,
-            time_ms,
-            time_ms,
+    def _deliver_event(self, live: _Live, event_type: str) -> Row | None:
+        """The row to deliver now, if it is not held back; a redelivery is scheduled too."""
+        record, session = live.record, live.session
+        time_ms = session.time_ms
+        row: Row = _new_row(
+            Row,
+            (
+                new_uuid(live.id_rng),
+                live.session_id,
+                live.user_id,
+                live.movie_id,
+                record.device_type,
+                event_type,
+                session.position_ms,
+                time_ms,
+                time_ms,
+            ),
         )
-
-    def _deliver_event(self, live: _Live, event: tuple[str, int, int]) -> Iterator[Row]:
-        row = self._row(live, event)
-        _, _, time_ms = event
-        kind, rng, record = live.record.dirty_kind, live.dirty_rng, live.record
+        kind = record.dirty_kind
+        if kind is None:
+            return row
+        rng = live.dirty_rng
         if kind == "late" and rng.random() < 0.15:
             self._delay(record, row, time_ms + rng.randrange(2 * 60_000, 3 * HOUR_MS))
-            return
-        yield row
+            return None
         if kind == "duplicate" and rng.random() < 0.2:
             self._delay(record, row, time_ms + rng.randrange(1_000, 10 * 60_000))
+        return row
 
     def _delay(self, record: SessionRecord, row: Row, deliver_at_ms: int) -> None:
         record.pending_deliveries += 1
-        self._push(deliver_at_ms, _DELIVERY, (record, row))
+        self._push(deliver_at_ms, _DELIVERY, record, row)
 
     def _schedule_orphan(self, rng: random.Random, user: User, movie: Movie, device: str, time_ms: int) -> None:
-        record = SessionRecord(new_uuid(rng), user.user_id, movie.movie_id, device, "orphan")
+        session_id = new_uuid(rng)
+        record = SessionRecord(uuid_text(session_id), user.user_id, movie.movie_id, device, "orphan")
         record.simulation_over = True
         event_time = time_ms + rng.randrange(5 * 60_000, HOUR_MS)
         for _ in range(rng.randint(1, 3)):
             event_type = rng.choice((HEARTBEAT, PAUSE, SEEK, STOP))
             position = rng.randrange(0, movie.runtime_ms)
-            row = (
+            row = Row(
                 new_uuid(rng),
-                record.session_id,
+                session_id,
                 user.user_id,
                 movie.movie_id,
                 device,
@@ -422,7 +466,7 @@ def backfill_rate(world: World, behaviour: Behaviour, seed: int, events: int, st
         rng = random.Random(f"{seed}/pilot/{number}")
         user = world.pick_user(pilot_rng, world.pick_country(pilot_rng))
         session = Session(rng, world.pick_movie(rng, user), 0, behaviour)
-        while session.next_event() is not None:
+        while session.advance() is not None:
             pass
         sizes.append(session.events)
     events_per_session = sum(sizes) / len(sizes)

@@ -220,3 +220,54 @@ def test_replicated_sessions_obey_the_state_machine(stack):
             (sessions,),
         )
     assert violations == 0
+
+
+def ledger_events(stack, run_key: str) -> int:
+    with db.closing(db.monitor(stack.settings, "publisher")) as connection:
+        return int(
+            db.scalar(
+                connection, "SELECT coalesce(sum(events), 0) FROM producer_batches WHERE run_key = %s", (run_key,)
+            )
+        )
+
+
+def test_live_mode_writes_at_the_rate_for_the_duration(stack):
+    with db.closing(db.monitor(stack.settings, "publisher")) as connection:
+        last_id_before = db.scalar(connection, "SELECT coalesce(max(id), 0) FROM viewing_events")
+    result = stack.cinema("generate", "--rate", "400", "--duration", "3", "--seed", "206", "--users", "50")
+    run_key, written = re.search(r"run (\S+): (\d+) events written", result.stdout).groups()
+    # Sessions start from the first second (each start is an event), so the rate holds from the start.
+    assert 0.7 * 400 * 3 < int(written) < 1.3 * 400 * 3
+    assert ledger_events(stack, run_key) == int(written)
+    with db.closing(db.monitor(stack.settings, "publisher")) as connection, connection.cursor() as cursor:
+        cursor.execute(
+            "SELECT count(*), extract(epoch FROM max(received_at) - min(received_at)) FROM viewing_events"
+            " WHERE id > %s",
+            (last_id_before,),
+        )
+        rows, span = cursor.fetchone()
+    assert rows == int(written)
+    assert float(span) < 3.0
+
+
+def test_live_mode_stops_on_sigterm_with_what_it_handed_over_committed(stack):
+    before = publisher_count(stack)
+    process = subprocess.Popen(
+        [CINEMA, "generate", "--rate", "400", "--duration", "600", "--seed", "207", "--users", "50"],
+        env=stack.env,
+        cwd=stack.workdir,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    deadline = time.monotonic() + 60
+    while publisher_count(stack) - before < 400:
+        assert time.monotonic() < deadline, "the live producer wrote too little"
+        assert process.poll() is None, process.communicate()
+        time.sleep(0.1)
+    process.send_signal(signal.SIGTERM)
+    stdout, stderr = process.communicate(timeout=60)
+    assert process.returncode == 0, stderr
+    assert "SIGTERM: committing the events already handed to the writers, then stopping" in stderr
+    run_key, written = re.search(r"run (\S+): (\d+) events written", stdout).groups()
+    assert ledger_events(stack, run_key) == int(written) == publisher_count(stack) - before

@@ -3,12 +3,14 @@
 from __future__ import annotations
 
 import json
+import uuid
 from pathlib import Path
 
 import pytest
 
+from producer.ground_truth import timestamp_text
 from producer.ingest import MAX_QUOTED, parse_event, read_events
-from producer.writer import timestamp_text
+from producer.stream import Event
 
 GOOD = {
     "event_id": "0b6c1f1e-7a7e-4f3c-9a57-0b9f1f0f5a01",
@@ -24,9 +26,9 @@ GOOD = {
 
 def test_a_good_event_becomes_a_row():
     row = parse_event(json.dumps(GOOD))
-    assert row == (
-        GOOD["event_id"],
-        GOOD["session_id"],
+    assert row == Event(
+        uuid.UUID(GOOD["event_id"]).bytes,
+        uuid.UUID(GOOD["session_id"]).bytes,
         12,
         3,
         "smart_tv",
@@ -79,7 +81,7 @@ def test_not_json():
 
 def test_the_earliest_time_the_publisher_accepts_is_accepted():
     row = parse_event(json.dumps({**GOOD, "event_time": "2000-01-01T00:00:00Z"}))
-    assert row[7] == 946_684_800_000
+    assert row.event_time_ms == 946_684_800_000
 
 
 def test_a_long_value_is_quoted_by_a_short_prefix():
