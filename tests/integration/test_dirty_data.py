@@ -21,6 +21,7 @@ from typing import Any
 import pytest
 
 from cinema import db
+from cinema.report.marts import MARTS
 from cinema.warehouse import warehouse_client
 from producer.catalog import load_movies
 from tests.integration.conftest import RunningStack
@@ -36,16 +37,6 @@ RUNTIME_MS = next(movie.runtime_seconds for movie in load_movies() if movie.movi
 USER, ZZ_USER, QUARANTINED_USER = 1, 990_201, 990_202
 BIGINT_MAX = 2**63 - 1
 RECEIVED_IN_2299 = "2299-01-01 00:00:00+00"
-MARTS = (
-    "viewing_sessions",
-    "daily_viewing",
-    "movie_performance",
-    "movie_dropoff",
-    "viewing_heatmap",
-    "device_country_breakdown",
-    "excluded_events",
-    "now_watching",
-)
 EVENT_COLUMNS = "event_id, session_id, user_id, movie_id, device_type, event_type, position_ms, event_time"
 
 
