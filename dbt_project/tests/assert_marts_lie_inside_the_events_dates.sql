@@ -20,65 +20,73 @@ events as (
 
 ),
 
-as_of as (
-
-    {% for mart in [
-        'viewing_sessions', 'daily_viewing', 'movie_performance', 'movie_dropoff',
-        'viewing_heatmap', 'device_country_breakdown', 'excluded_events', 'now_watching'
-    ] %}
-    select
-        '{{ mart }}' as mart,
-        as_of
-    from {{ ref(mart) }}
-    {% if not loop.last %}union all{% endif %}
-    {% endfor %}
-
-),
-
-outside as (
+-- Every mart row to check, with the times it spans: one union, so that the events'
+-- bounds (a pass over the staging view) are computed once.
+mart_rows as (
 
     select
         'daily_viewing' as mart,
-        toString(daily_viewing.day) as row_key
-    from {{ ref('daily_viewing') }} as daily_viewing
-    cross join events
-    where
-        daily_viewing.day < toDate(events.first_event_time)
-        or daily_viewing.day > toDate(events.last_event_time)
+        'day' as kind,
+        toString(day) as row_key,
+        toDateTime64(day, 6, 'UTC') as starts_at,
+        toDateTime64(day, 6, 'UTC') as ends_at
+    from {{ ref('daily_viewing') }}
 
     union all
 
     select
         'viewing_sessions' as mart,
-        toString(viewing_sessions.session_id) as row_key
-    from {{ ref('viewing_sessions') }} as viewing_sessions
-    cross join events
-    where
-        viewing_sessions.started_at < events.first_event_time
-        or viewing_sessions.ended_at > events.last_event_time
+        'session' as kind,
+        toString(session_id) as row_key,
+        toDateTime64(started_at, 6, 'UTC') as starts_at,
+        toDateTime64(ended_at, 6, 'UTC') as ends_at
+    from {{ ref('viewing_sessions') }}
 
     union all
 
-    -- The window ends at the minute of the newest plausible event, not after it.
     select
         'now_watching' as mart,
-        toString(now_watching.minute) as row_key
-    from {{ ref('now_watching') }} as now_watching
-    cross join events
-    where
-        now_watching.minute > events.last_event_time
-        or now_watching.minute
-        < toStartOfMinute(events.last_event_time) - interval {{ var('now_watching_hours') }} hour
+        'minute' as kind,
+        toString(minute) as row_key,
+        toDateTime64(minute, 6, 'UTC') as starts_at,
+        toDateTime64(minute, 6, 'UTC') as ends_at
+    from {{ ref('now_watching') }}
 
+    {% for mart in [
+        'viewing_sessions', 'daily_viewing', 'movie_performance', 'movie_dropoff',
+        'viewing_heatmap', 'device_country_breakdown', 'excluded_events', 'now_watching'
+    ] %}
     union all
 
     select
-        concat(as_of.mart, '.as_of') as mart,
-        toString(as_of.as_of) as row_key
-    from as_of
-    cross join events
-    where as_of.as_of != events.last_received_at
+        '{{ mart }}' as mart,
+        'as_of' as kind,
+        toString(as_of) as row_key,
+        as_of as starts_at,
+        as_of as ends_at
+    from {{ ref(mart) }}
+    {% endfor %}
 
 )
 
-select * from outside
+select
+    mart_rows.mart,
+    mart_rows.kind,
+    mart_rows.row_key
+
+from mart_rows
+cross join events
+where
+    multiIf(
+        mart_rows.kind = 'day',
+        toDate(mart_rows.starts_at) < toDate(events.first_event_time)
+        or toDate(mart_rows.ends_at) > toDate(events.last_event_time),
+        mart_rows.kind = 'session',
+        mart_rows.starts_at < events.first_event_time or mart_rows.ends_at > events.last_event_time,
+        -- now_watching's window ends at the minute of the newest plausible event.
+        mart_rows.kind = 'minute',
+        mart_rows.starts_at > events.last_event_time
+        or mart_rows.starts_at
+        < toStartOfMinute(events.last_event_time) - interval {{ var('now_watching_hours') }} hour,
+        mart_rows.starts_at != events.last_received_at
+    )
