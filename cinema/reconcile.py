@@ -56,16 +56,17 @@ def reconcile(settings: Settings) -> list[Check]:
     publisher = db.count_events(settings, "publisher")
     subscriber = db.count_events(settings, "subscriber")
     raw = settings.warehouse.raw_database
-    raw_rows = raw_ids = quarantined = raw_sessions = None
+    raw_rows = raw_ids = quarantined = quarantine_rows = raw_sessions = None
     accounted = excluded = sessions = distinct_sessions = None
     with warehouse_client(settings) as client:
         raw_tables = _tables(client, raw)
         if {"viewing_events", QUARANTINE_TABLE} <= raw_tables:
             raw_rows, raw_ids = client.query(f"SELECT count(), uniqExact(id) FROM {raw}.viewing_events").result_rows[0]
-            quarantined = _number(
-                client,
-                f"SELECT uniqExact(row_key) FROM {raw}.{QUARANTINE_TABLE} WHERE table_name = 'viewing_events'",
-            )
+            # Events are immutable, so each quarantined event has one row (a reference
+            # row may have several: one per version the publisher sent).
+            quarantined, quarantine_rows = client.query(
+                f"SELECT uniqExact(row_key), count() FROM {raw}.{QUARANTINE_TABLE} WHERE table_name = 'viewing_events'"
+            ).result_rows[0]
         marts = _tables(client, MARTS_DATABASE)
         if raw_rows is not None and {"viewing_sessions", "excluded_events"} <= marts:
             accounted, sessions, distinct_sessions = client.query(
@@ -95,6 +96,9 @@ def reconcile(settings: Settings) -> list[Check]:
             f"{quarantined:,} quarantined ({raw}.{QUARANTINE_TABLE})" if quarantined else "",
         ),
         Check("raw distinct ids = raw rows (exactly once)", whole(raw_rows), whole(raw_ids)),
+        Check(
+            "quarantined distinct events = quarantined rows (exactly once)", whole(quarantine_rows), whole(quarantined)
+        ),
         Check(
             "rows in viewing_sessions + excluded_events = raw rows (marts)",
             whole(raw_rows),

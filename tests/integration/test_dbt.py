@@ -21,10 +21,12 @@ from typing import Any
 import pytest
 import yaml
 
+from cinema import db
 from cinema.paths import DBT_PROJECT
 from cinema.replication import wait_for_subscriber
 from cinema.report.marts import MARTS
 from cinema.warehouse import warehouse_client
+from producer.catalog import load_movies
 from tests.integration.conftest import RunningStack
 
 pytestmark = pytest.mark.integration
@@ -207,6 +209,9 @@ def test_cinema_dbt_is_dbt_with_dbts_exit_codes(built: Built) -> None:
 DAY = datetime.now(UTC).replace(hour=0, minute=0, second=0, microsecond=0) - timedelta(days=1)
 FIRST_AS_OF = f"{DAY + timedelta(hours=21):%Y-%m-%d %H:%M:%S}"
 SECOND_AS_OF = f"{DAY + timedelta(hours=24, minutes=30):%Y-%m-%d %H:%M:%S}"
+# The film whose runtime the incremental test corrects (and restores) on the publisher.
+CORRECTED_MOVIE = 2
+CORRECTED_RUNTIME_SECONDS = next(movie.runtime_seconds for movie in load_movies() if movie.movie_id == CORRECTED_MOVIE)
 
 
 class Sessions:
@@ -217,7 +222,14 @@ class Sessions:
         self.ids: dict[str, str] = {}
 
     def event(
-        self, session: str, event_type: str, at: str, position_ms: int, *, event_id: str | None = None
+        self,
+        session: str,
+        event_type: str,
+        at: str,
+        position_ms: int,
+        *,
+        event_id: str | None = None,
+        movie_id: int | None = None,
     ) -> dict[str, object]:
         session_id = self.ids.setdefault(session, str(uuid.uuid4()))
         hours, minutes, seconds = (int(part) for part in at.split(":"))
@@ -225,7 +237,7 @@ class Sessions:
             "event_id": event_id or str(uuid.uuid4()),
             "session_id": session_id,
             "user_id": self.user_id,
-            "movie_id": self.movie_id,
+            "movie_id": movie_id or self.movie_id,
             "device_type": "smart_tv",
             "event_type": event_type,
             "position_ms": position_ms,
@@ -256,12 +268,27 @@ def assert_same_tables(incremental: dict[str, list[dict]], full: dict[str, list[
                     assert other == value, (name, column, built_in_full)
 
 
+def movie_runtime(stack: RunningStack, movie_id: int, runtime_seconds: int) -> None:
+    db.run_as_admin(
+        stack.settings,
+        "publisher",
+        f"UPDATE movies SET runtime_seconds = {runtime_seconds} WHERE movie_id = {movie_id}",
+    )
+
+
 def test_an_incremental_build_equals_a_full_refresh(stack: RunningStack, tmp_path: Path) -> None:
+    """Across loads and runs that change a session in every way an incremental run must
+    notice, each incremental build equals a full refresh of the same raw rows: new, late,
+    redelivered, quiet and orphan sessions; (a) a session all of whose rows become
+    excluded; (b) `as_of` moving back; (c) a run that stopped between its delete and
+    its insert."""
     # Users and films must exist before events naming them can be ingested.
     stack.cinema("generate", "--events", "500", "--seed", str(int(SEED) + 1), "--users", "300")
     warehouse = new_warehouse(stack, tmp_path)
     sessions = Sessions(user_id=1, movie_id=1)
     e = sessions.event
+    # (a) starts 100 minutes into a film of 2 h 55 min, whose runtime is then corrected
+    # to a minute: every one of its positions is beyond it.
     redelivered = str(uuid.uuid4())
     ingest(
         warehouse,
@@ -284,6 +311,9 @@ def test_an_incremental_build_equals_a_full_refresh(stack: RunningStack, tmp_pat
             e("quiet", "heartbeat", "19:00:30", 30_000),
             # orphan: a fragment without start, growing in the second batch
             e("orphan", "heartbeat", "20:05:00", 1_000),
+            e("corrected", "start", "20:10:00", 6_000_000, movie_id=CORRECTED_MOVIE),
+            e("corrected", "heartbeat", "20:10:30", 6_030_000, movie_id=CORRECTED_MOVIE),
+            e("corrected", "stop", "20:11:00", 6_060_000, movie_id=CORRECTED_MOVIE),
         ],
     )
     warehouse.load()
@@ -292,6 +322,7 @@ def test_an_incremental_build_equals_a_full_refresh(stack: RunningStack, tmp_pat
     assert first[sessions.ids["quiet"]]["end_reason"] == "in_progress"
     assert first[sessions.ids["paused"]]["end_reason"] == "in_progress"
     assert first[sessions.ids["late"]]["watched_ms"] == 180_000
+    assert first[sessions.ids["corrected"]]["watched_ms"] == 60_000
 
     ingest(
         warehouse,
@@ -307,7 +338,12 @@ def test_an_incremental_build_equals_a_full_refresh(stack: RunningStack, tmp_pat
             e("newest", "start", "23:00:00", 0),
         ],
     )
-    warehouse.load()
+    movie_runtime(stack, CORRECTED_MOVIE, 60)
+    try:
+        warehouse.load()
+    finally:
+        # Other modules load the shared servers whole.
+        movie_runtime(stack, CORRECTED_MOVIE, CORRECTED_RUNTIME_SECONDS)
     warehouse.cinema("transform", "--as-of", SECOND_AS_OF)
     incremental = snapshot(warehouse)
 
@@ -323,6 +359,32 @@ def test_an_incremental_build_equals_a_full_refresh(stack: RunningStack, tmp_pat
     for name, values in expected.items():
         row = after[sessions.ids[name]]
         assert {key: row[key] for key in values} == values, name
+    # (a) gone from every session table, its rows listed as excluded.
+    assert sessions.ids["corrected"] not in after
+    assert [
+        row["exclusion_reason"]
+        for row in incremental["cinema_marts.excluded_events"]
+        if str(row["session_id"]) == sessions.ids["corrected"]
+    ] == ["position_beyond_runtime"] * 3
 
     warehouse.cinema("transform", "--full-refresh", "--as-of", SECOND_AS_OF)
     assert_same_tables(incremental, snapshot(warehouse))
+
+    # (b) as_of moves back: quiet is in progress again at 21:00, as a full refresh says.
+    warehouse.cinema("transform", "--as-of", FIRST_AS_OF)
+    moved_back = snapshot(warehouse)
+    again = {str(row["session_id"]): row for row in moved_back["cinema_marts.viewing_sessions"]}
+    assert again[sessions.ids["quiet"]]["end_reason"] == "in_progress"
+    warehouse.cinema("transform", "--full-refresh", "--as-of", FIRST_AS_OF)
+    full_at_first = snapshot(warehouse)
+    assert_same_tables(moved_back, full_at_first)
+
+    # (c) a run that stopped after its delete: a stopped session, which nothing else
+    # would rebuild, is missing from the intermediate table; the next run puts it back.
+    with warehouse_client(warehouse.stack.settings) as client:
+        client.command(
+            "DELETE FROM cinema_intermediate.int_viewing_events_sessionized "
+            f"WHERE session_id = '{sessions.ids['redelivered']}'"
+        )
+    warehouse.cinema("transform", "--as-of", FIRST_AS_OF)
+    assert_same_tables(snapshot(warehouse), full_at_first)

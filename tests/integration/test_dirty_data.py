@@ -21,6 +21,8 @@ from typing import Any
 import pytest
 
 from cinema import db
+from cinema.report.marts import MARTS
+from cinema.warehouse import warehouse_client
 from producer.catalog import load_movies
 from tests.integration.conftest import RunningStack
 from tests.integration.test_dbt import Warehouse, new_warehouse
@@ -34,6 +36,7 @@ RUNTIME_MS = next(movie.runtime_seconds for movie in load_movies() if movie.movi
 # quarantine (ClickHouse cannot hold 'infinity').
 USER, ZZ_USER, QUARANTINED_USER = 1, 990_201, 990_202
 BIGINT_MAX = 2**63 - 1
+RECEIVED_IN_2299 = "2299-01-01 00:00:00+00"
 EVENT_COLUMNS = "event_id, session_id, user_id, movie_id, device_type, event_type, position_ms, event_time"
 
 
@@ -110,7 +113,10 @@ def scenario(stack: RunningStack, tmp_path_factory: pytest.TempPathFactory) -> I
         (ZZ_USER, "Somewhere Else", "ZZ", "2026-01-01 00:00:00+00"),
         (QUARANTINED_USER, "Never Signed Up", "DE", "infinity"),
     )
-    sessions = {name: new_session() for name in ("zz", "quarantined", "redelivered", "y2299", "ahead", "live", "far")}
+    sessions = {
+        name: new_session()
+        for name in ("zz", "quarantined", "redelivered", "y2299", "ahead", "live", "far", "received_2299")
+    }
     s = sessions
     redelivered = str(uuid.uuid4())
     start = NOW - timedelta(hours=3)
@@ -148,13 +154,32 @@ def scenario(stack: RunningStack, tmp_path_factory: pytest.TempPathFactory) -> I
         (str(uuid.uuid4()), s["y2299"], USER, MOVIE, "smart_tv", "heartbeat", 120_000, "2299-06-01 00:00:00+00"),
         (str(uuid.uuid4()), s["ahead"], USER, MOVIE, "smart_tv", "start", 0, NOW + timedelta(days=5 * 365)),
     )
+    # A sender whose clock says 2299 stamps both: received, it claims, in 2299.
+    insert(
+        stack,
+        f"INSERT INTO viewing_events ({EVENT_COLUMNS}, received_at) VALUES (%s, %s, %s, %s, %s, %s, %s, %s, %s)",
+        (
+            str(uuid.uuid4()),
+            s["received_2299"],
+            USER,
+            MOVIE,
+            "smart_tv",
+            "start",
+            0,
+            RECEIVED_IN_2299,
+            RECEIVED_IN_2299,
+        ),
+    )
     warehouse = new_warehouse(stack, root)
     warehouse.load()
     transform = warehouse.cinema("transform", check=False)
     check = warehouse.cinema("check", check=False)
     yield Scenario(warehouse, truth, sessions, transform, check)
-    # Later modules load the shared servers whole and count their own quarantined rows.
+    # Later modules load the shared servers whole and count their own quarantined rows,
+    # and compare as_of with the newest receipt they load: take the 2299 stamp back.
     repair_quarantined_user(stack)
+    for side in ("publisher", "subscriber"):
+        db.run_as_admin(stack.settings, side, f"DELETE FROM viewing_events WHERE received_at = '{RECEIVED_IN_2299}'")
 
 
 def sessions_by_id(scenario: Scenario) -> dict[str, dict[str, Any]]:
@@ -191,6 +216,30 @@ def test_a_heartbeat_in_2299_grows_no_mart(scenario: Scenario) -> None:
     )
     assert events["first"] <= days["first"] <= days["last"] <= events["last"] <= NOW.date()
     assert days["days"] <= (days["last"] - days["first"]).days + 1
+    # now_watching ends at the minute of the newest event that counts, not in 2299.
+    (window,) = scenario.warehouse.query(
+        "SELECT min(minute) AS first, max(minute) AS last, count() AS minutes FROM cinema_marts.now_watching"
+    )
+    (newest,) = scenario.warehouse.query(
+        "SELECT toStartOfMinute(max(event_time)) AS minute FROM cinema_raw.viewing_events "
+        "WHERE id NOT IN (SELECT delivery_id FROM cinema_marts.excluded_events)"
+    )
+    assert window["last"] == newest["minute"] <= NOW.replace(tzinfo=None)
+    assert (window["first"], window["minutes"]) == (newest["minute"] - timedelta(hours=3), 3 * 60 + 1)
+
+
+def test_a_delivery_received_in_2299_moves_no_as_of(scenario: Scenario) -> None:
+    """Every mart's as_of is the newest receipt of a delivery that counts; one stamped
+    2299 is excluded and moves none of them."""
+    assert excluded(scenario, "received_2299") == ["received_at_after_loaded_at"]
+    (counted,) = scenario.warehouse.query(
+        "SELECT max(received_at) AS newest FROM cinema_raw.viewing_events "
+        "WHERE id NOT IN (SELECT delivery_id FROM cinema_marts.excluded_events)"
+    )
+    assert counted["newest"] <= NOW.replace(tzinfo=None) + timedelta(hours=1)
+    for mart in MARTS:
+        (as_of,) = scenario.warehouse.query(f"SELECT min(as_of) AS first, max(as_of) AS last FROM cinema_marts.{mart}")
+        assert as_of["first"] == as_of["last"] == counted["newest"], mart
 
 
 def test_an_event_years_ahead_leaves_sessions_in_progress(scenario: Scenario) -> None:
@@ -242,6 +291,57 @@ def test_check_is_green_and_names_what_was_set_aside(scenario: Scenario) -> None
     assert "MISMATCH" not in scenario.check.stdout
     assert "quarantined" in scenario.check.stdout
     assert "excluded (cinema_marts.excluded_events)" in scenario.check.stdout
+
+
+def test_check_fails_naming_a_lost_and_a_doubled_row(stack: RunningStack, tmp_path: Path) -> None:
+    """A check only ever seen green proves nothing. On a warehouse of its own, a doubled
+    raw row, a lost one and a doubled quarantine row each turn it red: exit 1, the
+    check named with both figures."""
+    warehouse = new_warehouse(stack, tmp_path)
+    warehouse.load()
+    green = warehouse.cinema("check", check=False)
+    assert green.returncode == 0, green.stdout + green.stderr
+    (before,) = warehouse.query(
+        "SELECT (SELECT count() FROM cinema_raw.viewing_events) AS raw, "
+        "(SELECT min(id) FROM cinema_raw.viewing_events) AS first, "
+        "(SELECT count() FROM cinema_raw._quarantine WHERE table_name = 'viewing_events') AS quarantined"
+    )
+    raw, first, quarantined = before["raw"], before["first"], before["quarantined"]
+    subscriber = raw + quarantined
+
+    def change(sql: str) -> None:
+        with warehouse_client(warehouse.stack.settings) as client:
+            client.command(sql)
+
+    def check_fails(*mismatches: str) -> None:
+        result = warehouse.cinema("check", check=False)
+        assert result.returncode == 1, result.stdout
+        assert "Traceback" not in result.stderr
+        assert result.stdout.count("MISMATCH") == len(mismatches), result.stdout
+        for mismatch in mismatches:
+            assert mismatch in result.stderr, (mismatch, result.stderr)
+
+    change(f"INSERT INTO cinema_raw.viewing_events SELECT * FROM cinema_raw.viewing_events WHERE id = {first}")
+    check_fails(
+        f"raw rows + quarantined = subscriber rows (loader): expected {subscriber:,}, found {subscriber + 1:,}",
+        f"raw distinct ids = raw rows (exactly once): expected {raw + 1:,}, found {raw:,}",
+    )
+    # Both copies go: one row lost.
+    change(f"DELETE FROM cinema_raw.viewing_events WHERE id = {first}")
+    check_fails(f"raw rows + quarantined = subscriber rows (loader): expected {subscriber:,}, found {subscriber - 1:,}")
+    # Quarantined instead, as the loader would have: accounted for again.
+    quarantine = (
+        "INSERT INTO cinema_raw._quarantine (table_name, row_key, _xid, reason, row_json) "
+        f"VALUES ('viewing_events', '{first}', 1, 'a test', '{{}}')"
+    )
+    change(quarantine)
+    accounted = warehouse.cinema("check", check=False)
+    assert accounted.returncode == 0, accounted.stdout + accounted.stderr
+    change(quarantine)
+    check_fails(
+        "quarantined distinct events = quarantined rows (exactly once): "
+        f"expected {quarantined + 2:,}, found {quarantined + 1:,}"
+    )
 
 
 def test_check_without_marts_prints_its_table_and_passes(stack: RunningStack, tmp_path: Path) -> None:

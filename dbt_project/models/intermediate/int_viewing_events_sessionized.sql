@@ -5,9 +5,12 @@
 -- it differ from those it was built from (new events, late events, redeliveries, a
 -- row newly excluded or included, or a previous run that stopped between its delete
 -- and its insert), or when it may still be in progress at the horizon of this run;
--- everything else is left alone. Comparing a checksum of the delivery ids rather
--- than a high-water mark of _xid needs no trust in the order transactions commit,
--- so an incremental run equals a full refresh.
+-- everything else is left alone. A session with no delivery left that counts has
+-- nothing to rebuild it from, and delete+insert deletes only the keys it inserts:
+-- the pre-hook (macro delete_sessions_that_no_longer_count) deletes those first.
+-- Comparing a checksum of the delivery ids rather than a high-water mark of _xid
+-- needs no trust in the order transactions commit, so an incremental run equals a
+-- full refresh.
 
 with
 
@@ -109,6 +112,7 @@ timelines as (
         countIf(event_type = 'stop' and not is_duplicate_delivery) > 0 as has_stop,
         max(is_orphan_session) as is_orphan,
         max(loaded_xid) as last_loaded_xid,
+        max(received_at) as last_received_at,
         -- The session in event-time order: (epoch ms, what the event does to the
         -- player: 1 = now playing, 0 = now not playing, -1 = no change).
         arraySort(
@@ -195,7 +199,8 @@ sessionized as (
         -- Playing spans as two aligned arrays of epoch ms: [started, ended).
         playback.playing_spans.1 as playing_started_ms,
         playback.playing_spans.2 as playing_ended_ms,
-        playback.last_loaded_xid as last_loaded_xid
+        playback.last_loaded_xid as last_loaded_xid,
+        playback.last_received_at as last_received_at
 
     from playback
     cross join in_progress_horizon as horizon

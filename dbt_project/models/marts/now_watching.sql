@@ -1,18 +1,20 @@
--- One row per UTC minute over the last hours before the newest event in the data
+-- One row per UTC minute over the last hours before the newest event that counts
 -- (var now_watching_hours): viewers whose film was playing in that minute, and
 -- sessions in progress in it (between their first and last event, playing or
 -- paused). Minutes count back from the data, not the clock, so a rebuild of the
 -- same raw rows gives the same rows, and `cinema live` keeps the newest minute current.
+-- The newest event is a session's last one (orphans too): an excluded event, one
+-- dated 2299 say, never places the window.
 
 with
 
 horizon as (
 
     select
-        toStartOfMinute(max(event_time)) as last_minute,
+        toStartOfMinute(max(ended_at)) as last_minute,
         last_minute - interval {{ var('now_watching_hours') }} hour as first_minute
 
-    from {{ ref('stg_cinema__viewing_events') }}
+    from {{ ref('int_viewing_events_sessionized') }}
 
 ),
 

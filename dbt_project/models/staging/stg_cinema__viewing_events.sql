@@ -114,6 +114,9 @@ event_checked as (
         multiIf(
             is_single_delivery, row_checked.row_exclusion_reason,
             redelivered.winning_exclusion_reason != '', redelivered.winning_exclusion_reason,
+            -- A redelivery is judged by its own stamps too: one received in the future
+            -- would otherwise count as a duplicate and carry its received_at into as_of.
+            row_checked.row_exclusion_reason != '', row_checked.row_exclusion_reason,
             (
                 row_checked.session_id,
                 row_checked.user_id,
