@@ -134,10 +134,6 @@ def standalone(settings: Settings) -> int:
     ).returncode
 
 
-def today_midnight() -> datetime:
-    return datetime.now(UTC).replace(hour=0, minute=0, second=0, microsecond=0)
-
-
 def parse_dbt_project(settings: Settings) -> None:
     """Write dbt_project/target/manifest.json, from which the DAG renders its dbt tasks."""
     from cinema.transform import run_dbt

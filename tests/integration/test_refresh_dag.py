@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import subprocess
+from datetime import UTC, datetime
 
 import pytest
 
@@ -25,7 +26,13 @@ def refreshed(stack, tmp_path_factory):
         orchestrate.parse_dbt_project(own.settings)
         orchestrate.migrate(own.settings)
         result = subprocess.run(
-            [orchestrate.AIRFLOW, "dags", "test", "cinema_refresh", orchestrate.today_midnight().isoformat()],
+            [
+                orchestrate.AIRFLOW,
+                "dags",
+                "test",
+                "cinema_refresh",
+                datetime.now(UTC).replace(hour=0, minute=0, second=0, microsecond=0).isoformat(),
+            ],
             env=orchestrate.airflow_environment(own.settings),
             cwd=orchestrate.PROJECT_ROOT,
             stdin=subprocess.DEVNULL,
