@@ -17,8 +17,8 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 
-from cinema.settings import PostgresServer, Settings
-from cinema.stack import ServerFiles
+from cinema.settings import Settings
+from cinema.stack import ServerFiles, postmaster_pid
 
 TICKS_PER_SECOND = os.sysconf("SC_CLK_TCK")
 PROC = Path("/proc")
@@ -74,19 +74,11 @@ def component_of(server: str, title: str) -> str:
     )
 
 
-def _postmaster(settings: Settings, server: PostgresServer) -> int | None:
-    files = ServerFiles.of(settings, server)
-    try:
-        return int((files.data_dir / "postmaster.pid").read_text().split("\n", 1)[0])
-    except (OSError, ValueError):
-        return None
-
-
 def stack_processes(settings: Settings, named: Mapping[str, int]) -> dict[int, str]:
     """pid -> component: the `named` processes and every child of both PostgreSQL servers."""
     processes = {pid: component for component, pid in named.items()}
     for server in (settings.publisher, settings.subscriber):
-        postmaster = _postmaster(settings, server)
+        postmaster = postmaster_pid(ServerFiles.of(settings, server))
         if postmaster is not None:
             processes |= {pid: component_of(server.name, title) for pid, title in _children(postmaster)}
     return processes

@@ -234,7 +234,7 @@ def _initdb(files: ServerFiles, server: PostgresServer, user: str | None) -> Non
         os.unlink(pwfile.name)
 
 
-def _postmaster_pid(files: ServerFiles) -> int | None:
+def postmaster_pid(files: ServerFiles) -> int | None:
     try:
         first_line = (files.data_dir / "postmaster.pid").read_text().split("\n", 1)[0]
     except (FileNotFoundError, NotADirectoryError):
@@ -256,7 +256,7 @@ def _is_live_postgres(pid: int) -> bool:
 
 
 def is_running(files: ServerFiles) -> bool:
-    pid = _postmaster_pid(files)
+    pid = postmaster_pid(files)
     return pid is not None and _is_live_postgres(pid)
 
 
@@ -275,7 +275,7 @@ def _processes_in(folder: Path) -> Iterator[int]:
 def _clear_dead_server(files: ServerFiles) -> None:
     """After a crash: wait until the dead postmaster's children are gone, then remove its
     lock files, which PostgreSQL would otherwise trust while the dead pid is a zombie."""
-    pid = _postmaster_pid(files)
+    pid = postmaster_pid(files)
     if pid is None:
         return
     poll(
