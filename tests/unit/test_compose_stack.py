@@ -571,3 +571,15 @@ def test_the_loader_healthcheck_asks_the_port_the_loader_listens_on() -> None:
     assert environment["LOADER_METRICS_HOST"] == "0.0.0.0"  # noqa: S104 (inside its container)
     assert f"http://127.0.0.1:{environment['LOADER_METRICS_PORT']}/healthz" in probe
     assert environment_of("airflow-scheduler")["LOADER_METRICS_HOST"] == "loader"
+
+
+def readme_service_names() -> set[str]:
+    """The services the README's "Services and networks" table names: the backticked names
+    of each row's first cell, before any remark in parentheses."""
+    section = README.split("### Services and networks", 1)[1].split("\n#", 1)[0]
+    cells = [line.split("|")[1] for line in section.splitlines() if line.startswith("| `")]
+    return {name for cell in cells for name in re.findall(r"`([^`]+)`", cell.split("(", 1)[0])}
+
+
+def test_the_readme_services_table_names_every_service_and_no_other() -> None:
+    assert readme_service_names() == set(SERVICES)
