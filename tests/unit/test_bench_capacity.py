@@ -92,3 +92,23 @@ def test_a_process_cpu_time_is_read_as_the_kernel_counts_it() -> None:
     # Clock ticks are 10 ms.
     assert read_after - read_before == pytest.approx(clock_after - clock_before, abs=0.03)
     assert cpu.process_seconds(2**22 + 1) is None
+
+
+def test_the_goal_rate_is_priced_by_the_ingest_cores_per_event_at_the_capacity() -> None:
+    from bench.__main__ import _with_capacity_ratio
+
+    figures = {
+        "replication": {"replication_rows_per_second": 200_000.0},
+        "capacity": {
+            "sustained_events_per_second": 40_000.0,
+            "cpu_cores_producer": 0.3,
+            "cpu_cores_publisher_backends": 0.5,
+            "cpu_cores_loader": 0.6,
+        },
+    }
+    _with_capacity_ratio(figures)
+    capacity = figures["capacity"]
+    assert capacity["capacity_to_replication_ratio"] == pytest.approx(0.2)
+    assert capacity["goal_events_per_second"] == pytest.approx(160_000)
+    # 0.8 cores for 40,000 events/s, four times that rate: the loader's cores are not counted.
+    assert capacity["ingest_cores_at_goal_rate"] == pytest.approx(3.2)
