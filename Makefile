@@ -60,7 +60,7 @@ demo: install .env ## The main job: Airflow drives the whole pipeline once, then
 airflow: install .env ## Airflow's UI on http://127.0.0.1:8080 against the embedded stack
 	$(BIN)/cinema airflow
 
-bench: install ## Every stage against its reference, at the issues' sizes (1M and 10M events; about 15 minutes here)
+bench: install ## Every stage against its reference, at the issues' sizes (1M and 10M events; about 17 minutes here)
 	$(BIN)/python -m bench --full
 
 bench-quick: install ## The same figures at small sizes (about 6 minutes here)
