@@ -63,7 +63,7 @@ airflow: install .env ## Airflow's UI on http://127.0.0.1:8080 against the embed
 bench: install ## Every stage against its reference, at the issues' sizes (1M and 10M events; about 17 minutes here)
 	$(BIN)/python -m bench --full
 
-bench-quick: install ## The same figures at small sizes (about 6 minutes here)
+bench-quick: install ## The same figures at small sizes (about 8 minutes here)
 	$(BIN)/python -m bench
 
 pictures: install ## Redraw pictures/ from docker-compose.yaml (Graphviz); REPORT=path/to/index.html also screenshots it

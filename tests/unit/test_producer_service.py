@@ -1,4 +1,4 @@
-"""The live service's chunks: the same stream always falls into the same windows."""
+"""The live service: the same stream always falls into the same windows, and leaves nothing for the cycle collector."""
 
 from __future__ import annotations
 
