@@ -282,7 +282,8 @@ MIN_REPLACEMENT_GAP_MS = 1_000
 UNDERSHOOT = 0.9
 
 
-@dataclass
+# slots: a live pool holds one of each per viewer.
+@dataclass(slots=True)
 class SessionRecord:
     session_id: str
     user_id: int
@@ -294,12 +295,13 @@ class SessionRecord:
     simulation_over: bool = False
 
 
-@dataclass
+@dataclass(slots=True)
 class _Live:
     session: Session
     record: SessionRecord
     id_rng: random.Random
-    dirty_rng: random.Random
+    # Only a session whose deliveries are delayed or repeated draws from it after its start.
+    dirty_rng: random.Random | None
     session_id: bytes
     user_id: int
     movie_id: int
@@ -376,7 +378,10 @@ class EventStream:
             dirty_kind if dirty_kind != "orphan" else None,
         )
         session = Session(rng, movie, time_ms, self.behaviour)
-        live = _Live(session, record, rng, dirty_rng, session_id, user.user_id, movie.movie_id)
+        # A clean session (most of a live pool) does not keep its dirty generator: about 2.5 KB less
+        # per viewer in memory, and the same draws, since none are made from it after this.
+        kept_dirty_rng = dirty_rng if record.dirty_kind is not None else None
+        live = _Live(session, record, rng, kept_dirty_rng, session_id, user.user_id, movie.movie_id)
         if dirty_kind == "orphan":
             self._schedule_orphan(dirty_rng, user, movie, device, time_ms)
         self._advance(live)
@@ -413,9 +418,9 @@ class EventStream:
             ),
         )
         kind = record.dirty_kind
-        if kind is None:
-            return row
         rng = live.dirty_rng
+        if kind is None or rng is None:
+            return row
         if kind == "late" and rng.random() < 0.15:
             self._delay(record, row, time_ms + rng.randrange(2 * 60_000, 3 * HOUR_MS))
             return None
