@@ -417,10 +417,10 @@ class EventStream:
                 time_ms,
             ),
         )
-        kind = record.dirty_kind
         rng = live.dirty_rng
-        if kind is None or rng is None:
+        if rng is None:  # a clean session
             return row
+        kind = record.dirty_kind
         if kind == "late" and rng.random() < 0.15:
             self._delay(record, row, time_ms + rng.randrange(2 * 60_000, 3 * HOUR_MS))
             return None
